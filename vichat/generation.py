@@ -73,7 +73,9 @@ class GenerationSettings:
         if self.greedy:
             kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
         else:
-            kw.update(do_sample=True, temperature=self.temperature, top_k=self.top_k or None, top_p=self.top_p)
+            kw.update(
+                do_sample=True, temperature=self.temperature, top_k=self.top_k or None, top_p=self.top_p
+            )
         return kw
 
 
@@ -258,7 +260,9 @@ def stream(
 
 
 @torch.inference_mode()
-def response_nll(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 4) -> list[float]:
+def response_nll(
+    model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 4
+) -> list[float]:
     """Mean negative log-likelihood per token of each response (then EOS) given its prompt."""
     ensure_pad_token(tokenizer)
     device = model_device(model)

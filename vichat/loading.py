@@ -132,7 +132,9 @@ def load_kwargs(spec: BaseSpec, device: torch.device, *, notices: list[str]) -> 
     """dtype / quantisation for this base on this device."""
     if device.type != "cuda":
         if spec.load_in_8bit:
-            notices.append(f"{spec.key}: 8-bit loading needs CUDA and bitsandbytes; no GPU here, using float32")
+            notices.append(
+                f"{spec.key}: 8-bit loading needs CUDA and bitsandbytes; no GPU here, using float32"
+            )
         return {"dtype": torch.float32}
     if spec.load_in_8bit:
         try:
@@ -141,7 +143,10 @@ def load_kwargs(spec: BaseSpec, device: torch.device, *, notices: list[str]) -> 
         except Exception as e:  # a broken bitsandbytes install must not stop the app
             notices.append(f"{spec.key}: bitsandbytes unusable ({e}); loading in float16 instead of 8-bit")
             return {"dtype": torch.float16, "device_map": {"": device.index or 0}}
-        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device.index or 0}}
+        return {
+            "quantization_config": BitsAndBytesConfig(load_in_8bit=True),
+            "device_map": {"": device.index or 0},
+        }
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"dtype": dtype, "device_map": {"": device.index or 0}}
 
@@ -175,8 +180,15 @@ def load_base(spec: BaseSpec, device: str | None = None, *, progress=print) -> L
     for note in notices:
         log.warning(note)
         progress(note)
-    return LoadedBase(spec, model, tokenizer, dev, load_seconds=time.perf_counter() - start, from_cache=cached,
-                      notices=notices)
+    return LoadedBase(
+        spec,
+        model,
+        tokenizer,
+        dev,
+        load_seconds=time.perf_counter() - start,
+        from_cache=cached,
+        notices=notices,
+    )
 
 
 # -------------------------------------------------------------------------------------------- adapters
@@ -190,7 +202,9 @@ def adapter_folder(ref: str) -> Path:
         try:
             from huggingface_hub import snapshot_download
 
-            path = Path(snapshot_download(ref, allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META]))
+            path = Path(
+                snapshot_download(ref, allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META])
+            )
         except Exception as e:
             raise VariantUnavailableError(
                 f"adapter {ref} is not available offline ({type(e).__name__}); download it once online or point "
@@ -208,13 +222,19 @@ def adapter_availability(ref: str) -> Availability:
 
         if isinstance(try_to_load_from_cache(ref, ADAPTER_WEIGHTS), str):
             return Availability(True, f"{ref} (in the local hub cache)")
-        return Availability(False, f"adapter {ref} is not downloaded (hub id); run once online or use a local folder")
+        return Availability(
+            False, f"adapter {ref} is not downloaded (hub id); run once online or use a local folder"
+        )
     path = resolve(ref)
     if not path.is_dir():
-        return Availability(False, f"adapter folder {ref} not found: train it (python -m train.lora) or fix `adapter:`")
+        return Availability(
+            False, f"adapter folder {ref} not found: train it (python -m train.lora) or fix `adapter:`"
+        )
     if not (path / ADAPTER_WEIGHTS).is_file():
         if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-            return Availability(False, f"adapter in {ref} is not in safetensors; only {ADAPTER_WEIGHTS} is loaded")
+            return Availability(
+                False, f"adapter in {ref} is not in safetensors; only {ADAPTER_WEIGHTS} is loaded"
+            )
         return Availability(False, f"adapter folder {ref} has no {ADAPTER_WEIGHTS}")
     if not (path / ADAPTER_CONFIG).is_file():
         return Availability(False, f"adapter folder {ref} has no {ADAPTER_CONFIG}")
@@ -258,7 +278,9 @@ class LoadedBase:
                 return
             try:
                 if not self.adapters:
-                    self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name, is_trainable=False)
+                    self.model = PeftModel.from_pretrained(
+                        self.model, path, adapter_name=name, is_trainable=False
+                    )
                 else:
                     self.model.load_adapter(path, adapter_name=name, is_trainable=False)
             except (ValueError, RuntimeError, KeyError) as e:
@@ -266,7 +288,9 @@ class LoadedBase:
             self.model.eval()
             self.adapters[name] = path
             if _adapter_is_noop(self.model, name):
-                log.warning("adapter %s has all-zero LoRA B weights: it does not change the base's output", path)
+                log.warning(
+                    "adapter %s has all-zero LoRA B weights: it does not change the base's output", path
+                )
 
     @contextlib.contextmanager
     def use(self, adapter: str | None) -> Iterator[object]:
@@ -288,3 +312,24 @@ class LoadedBase:
 def _adapter_is_noop(model, name: str) -> bool:
     weights = [p for n, p in model.named_parameters() if "lora_B" in n and f".{name}." in n]
     return bool(weights) and all(float(w.abs().max()) == 0.0 for w in weights)
+
+
+# LoRA target modules per architecture (the paper's: BLOOM query_key_value, GPT-J q_proj/v_proj).
+LORA_TARGETS: dict[str, list[str]] = {
+    "bloom": ["query_key_value"],
+    "gptj": ["q_proj", "v_proj"],
+    "gemma3_text": ["q_proj", "v_proj"],
+    "gemma3": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "llama": ["q_proj", "v_proj"],
+}
+
+
+def lora_targets(model_type: str) -> list[str]:
+    try:
+        return LORA_TARGETS[model_type]
+    except KeyError:
+        raise ViChatError(
+            f"no LoRA target modules known for architecture {model_type!r}; name them in the preset "
+            f"(target_modules). Known: {', '.join(LORA_TARGETS)}"
+        ) from None

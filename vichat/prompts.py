@@ -75,7 +75,9 @@ def _load(path: Path) -> Template:
         raise ViChatError(f"template file {path} cannot be read: {e}") from e
     missing = {"name", "prompt", "response_split", "stop"} - set(data)
     if missing or "{instruction}" not in data.get("prompt", ""):
-        raise ViChatError(f"template file {path} needs name, prompt (with {{instruction}}), response_split, stop")
+        raise ViChatError(
+            f"template file {path} needs name, prompt (with {{instruction}}), response_split, stop"
+        )
     return Template(
         name=data["name"],
         prompt=data["prompt"],

@@ -63,9 +63,13 @@ def _parse(data: dict, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]
     for key, b in (data.get("bases") or {}).items():
         unknown = set(b) - {"source", "load_in_8bit", "description"}
         if unknown or "source" not in b:
-            raise ViChatError(f"{source}: base {key!r} needs 'source' and takes only source, load_in_8bit, "
-                              f"description (unknown: {', '.join(sorted(unknown)) or '-'})")
-        bases[key] = BaseSpec(key, str(b["source"]), bool(b.get("load_in_8bit", False)), b.get("description", ""))
+            raise ViChatError(
+                f"{source}: base {key!r} needs 'source' and takes only source, load_in_8bit, "
+                f"description (unknown: {', '.join(sorted(unknown)) or '-'})"
+            )
+        bases[key] = BaseSpec(
+            key, str(b["source"]), bool(b.get("load_in_8bit", False)), b.get("description", "")
+        )
     variants: list[Variant] = []
     allowed = {"name", "base", "template", "adapter", "backend", "description", "endpoint"}
     for i, v in enumerate(data["variants"]):
@@ -76,7 +80,9 @@ def _parse(data: dict, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]
             raise ViChatError(f"{source}: variant #{i + 1} needs 'name' and 'base'")
         backend = v.get("backend", "local")
         if backend not in BACKENDS:
-            raise ViChatError(f"{source}: variant {v['name']!r}: backend must be one of {', '.join(BACKENDS)}")
+            raise ViChatError(
+                f"{source}: variant {v['name']!r}: backend must be one of {', '.join(BACKENDS)}"
+            )
         endpoint = Endpoint(**v["endpoint"]) if v.get("endpoint") else None
         if backend == "openai" and endpoint is None:
             raise ViChatError(f"{source}: variant {v['name']!r} uses backend openai but has no endpoint")
@@ -85,8 +91,11 @@ def _parse(data: dict, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]
         template = v.get("template", "chat")
         if template not in template_names():
             raise ViChatError(f"{source}: variant {v['name']!r}: unknown template {template!r}")
-        variants.append(Variant(v["name"], v["base"], template, v.get("adapter"), backend,
-                                v.get("description", ""), endpoint))
+        variants.append(
+            Variant(
+                v["name"], v["base"], template, v.get("adapter"), backend, v.get("description", ""), endpoint
+            )
+        )
     names = [v.name for v in variants]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -130,7 +139,9 @@ class Registry:
         try:
             return self.variants[name]
         except KeyError:
-            raise UnknownVariantError(f"unknown variant {name!r}; known: {', '.join(self.variants)}") from None
+            raise UnknownVariantError(
+                f"unknown variant {name!r}; known: {', '.join(self.variants)}"
+            ) from None
 
     def template(self, name: str) -> Template:
         return get_template(self.variant(name).template)
@@ -205,7 +216,9 @@ class Registry:
             return
         base, adapter = self.prepare(name)
         with base.use(adapter) as model:
-            yield from generation.stream(model, base.tokenizer, prompt, settings, template.stop, cancel, stats)
+            yield from generation.stream(
+                model, base.tokenizer, prompt, settings, template.stop, cancel, stats
+            )
 
     def generate(self, name: str, instruction: str, settings: GenerationSettings | None = None) -> str:
         return "".join(self.stream(name, instruction, settings)).strip()

@@ -42,7 +42,9 @@ class RemoteBackend:
                 extra_body=extra,
             )
         except openai.APIConnectionError as e:
-            raise VariantUnavailableError(f"endpoint {self.endpoint.base_url} cannot be reached: {e}") from None
+            raise VariantUnavailableError(
+                f"endpoint {self.endpoint.base_url} cannot be reached: {e}"
+            ) from None
         except openai.APIStatusError as e:
             raise VariantUnavailableError(
                 f"endpoint {self.endpoint.base_url} answered HTTP {e.status_code} for model {self.endpoint.model}"

@@ -1,0 +1,117 @@
+"""A variant served by an OpenAI-compatible completions server: a real HTTP server on 127.0.0.1."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from vichat.errors import VariantUnavailableError
+from vichat.generation import GenerationSettings, GenerationStats
+from vichat.registry import Registry
+
+REPLY = "Hà Nội là thủ đô của Việt Nam.\n### Instruction:\nbỏ phần này"
+
+
+class CompletionsHandler(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(
+            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+        )
+        if body["model"] == "broken":
+            self.send_response(500)
+            self.end_headers()
+            return
+        if not body.get("stream"):
+            payload = {
+                "id": "c1",
+                "object": "text_completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "text": REPLY, "finish_reason": "stop", "logprobs": None}],
+            }
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        words = REPLY.split(" ")
+        for i, w in enumerate(words):
+            piece = w if i == 0 else " " + w
+            chunk = {
+                "id": "c1",
+                "object": "text_completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}],
+            }
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+@pytest.fixture()
+def server():
+    CompletionsHandler.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), CompletionsHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def _registry(tmp_path, url, model="vichat-chat"):
+    data = {
+        "bases": {},
+        "variants": [
+            {
+                "name": "Remote-Chat",
+                "base": "bloomz",
+                "backend": "openai",
+                "template": "doctor",
+                "endpoint": {"base_url": url, "model": model, "api_key_env": "VICHAT_TEST_KEY"},
+            }
+        ],
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
+    return Registry.from_yaml(tmp_path / "m.yaml")
+
+
+def test_remote_stream_and_batch(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("VICHAT_TEST_KEY", "sk-secret-value")
+    reg = _registry(tmp_path, server)
+    settings = GenerationSettings(max_new_tokens=64, seed=3)
+    stats = GenerationStats()
+    pieces = list(reg.stream("Remote-Chat", "Tôi bị ho", settings, stats=stats))
+    assert len(pieces) > 2
+    assert "".join(pieces).strip() == "Hà Nội là thủ đô của Việt Nam."
+    assert stats.stopped_by == "stop"
+    assert reg.generate_batch("Remote-Chat", ["Tôi bị ho"], settings) == ["Hà Nội là thủ đô của Việt Nam."]
+    req = CompletionsHandler.requests[0]
+    assert req["path"] == "/v1/completions"
+    assert req["body"]["prompt"].startswith("Nếu bạn là bác sĩ") and "Tôi bị ho" in req["body"]["prompt"]
+    assert req["body"]["max_tokens"] == 64 and req["body"]["top_k"] == 20
+    assert req["body"]["repetition_penalty"] == 1.2 and req["body"]["seed"] == 3
+    assert req["auth"] == "Bearer sk-secret-value"
+
+
+def test_remote_errors_are_clear(server, tmp_path):
+    reg = _registry(tmp_path, server, model="broken")
+    with pytest.raises(VariantUnavailableError, match="HTTP 500") as e:
+        reg.generate("Remote-Chat", "Tôi bị ho")
+    assert "sk-" not in str(e.value)
+    reg = _registry(tmp_path, "http://127.0.0.1:9/v1")
+    with pytest.raises(VariantUnavailableError, match="cannot be reached"):
+        reg.generate("Remote-Chat", "Tôi bị ho")
