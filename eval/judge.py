@@ -1,0 +1,286 @@
+"""Pairwise judging by an OpenAI-compatible chat model (GPT-4 in the paper), cached and resumable.
+
+    python -m eval.judge --set general --variants Bloomz,Bloomz-Chat [--reference reference]
+    python -m eval.judge --set general --pair Bloomz,Bloomz-Chat
+        [--judge-model gpt-4] [--single-order] [--concurrency 8] [--dry-run] [--max-calls N] [--price IN,OUT]
+        [--base-url URL] [--timeout S] [--max-retries N] [--retries N] [--backoff S]
+
+Paper mode (``--variants``): each variant against the reference, reference = Assistant 1, model =
+Assistant 2. Head-to-head (``--pair A,B``): A against B, reported as wins/ties/losses. Beyond the paper,
+both presentation orders are judged and averaged unless ``--single-order`` (the paper's way).
+
+Every verdict is appended to ``<out-dir>/judgments/<set>/<judge>.jsonl`` as it arrives, keyed by a hash
+of (question id, question, the two answers, order, judge model, prompt version): a killed run resumes, a
+rerun makes zero calls, and a changed answer or prompt is judged afresh. A verdict whose scores cannot be
+read is kept with its raw text and reported (``--retry-unparsable`` asks again), never scored as zero.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from tqdm import tqdm
+
+from eval import cost
+from eval.answers import REFERENCE, load_answers
+from eval.client import ChatClient, ClientConfig, JudgeRequestError, JudgeUnavailableError, Stopped
+from eval.parse import parse_scores
+from eval.scoring import summarize, win_tie_loss
+from eval.sets import EvalSet, load_eval_set
+from eval.verdicts import (
+    FORWARD,
+    SWAPPED,
+    Collected,
+    JudgePrompt,
+    JudgmentCache,
+    Task,
+    build_tasks,
+    collect,
+    judgments_path,
+    pending,
+)
+from vichat.errors import ViChatError
+
+
+@dataclass
+class RunResult:
+    called: int = 0
+    unparsable: list[Task] = field(default_factory=list)
+    failed: list[tuple[Task, str]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def judge_one(task: Task, client: ChatClient, judge_model: str, prompt: JudgePrompt, stop=None) -> dict:
+    """Ask the judge about one task; the verdict record (scores None when unparsable)."""
+    messages = prompt.messages(task.question, task.answer_1, task.answer_2)
+    reply = client.complete(
+        judge_model, messages, temperature=prompt.temperature, max_tokens=prompt.max_tokens, stop=stop
+    )
+    scores = parse_scores(reply.text)
+    assistant_1, assistant_2 = task.assistants
+    return {
+        "key": task.key,
+        "question_id": task.question_id,
+        "category": task.category,
+        "order": task.order,
+        "assistant_1": assistant_1,
+        "assistant_2": assistant_2,
+        "judge_model": judge_model,
+        "prompt_version": prompt.version,
+        "scores": list(scores) if scores else None,
+        "raw": reply.text,
+        "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens},
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_judgments(
+    todo: Sequence[Task],
+    cache: JudgmentCache,
+    client: ChatClient,
+    judge_model: str,
+    prompt: JudgePrompt,
+    *,
+    concurrency: int = 8,
+    progress: bool = True,
+) -> RunResult:
+    """Judge ``todo`` with at most ``concurrency`` requests in flight, saving each verdict as it arrives.
+
+    A request the endpoint rejects on its own (HTTP 400) is reported in ``failed``. When the endpoint is
+    out of reach after every retry, or refuses all requests (bad key, unknown model), the run stops: no new
+    request starts, those in flight finish and are saved, and the error is raised.
+    """
+    result = RunResult()
+    stop = threading.Event()
+    fatal: ViChatError | None = None
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="judge")
+
+    def work(task: Task) -> dict | None:
+        if stop.is_set():
+            return None
+        record = judge_one(task, client, judge_model, prompt, stop)
+        cache.add(record)
+        return record
+
+    try:
+        futures = {pool.submit(work, task): task for task in todo}
+        with tqdm(total=len(futures), desc=f"judging ({judge_model})", disable=not progress) as bar:
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    record = future.result()
+                except (CancelledError, Stopped):
+                    continue
+                except JudgeRequestError as e:
+                    if not e.fatal:
+                        result.failed.append((task, str(e)))
+                        continue
+                    fatal = fatal or e
+                except JudgeUnavailableError as e:
+                    fatal = fatal or e
+                else:
+                    if record is not None:
+                        result.called += 1
+                        result.prompt_tokens += record["usage"]["prompt_tokens"]
+                        result.completion_tokens += record["usage"]["completion_tokens"]
+                        if record["scores"] is None:
+                            result.unparsable.append(task)
+                    bar.update()
+                    continue
+                stop.set()
+                for other in futures:
+                    other.cancel()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        cache.close()
+    if fatal is not None:
+        saved = f"stopped; {result.called} new verdicts this run, {len(cache)} in all saved in {cache.path}"
+        message = f"{fatal} — {saved}; run the same command again to continue"
+        if isinstance(fatal, JudgeRequestError):
+            raise JudgeRequestError(message, fatal=True) from None
+        raise JudgeUnavailableError(message) from None
+    return result
+
+
+def comparisons_for(
+    variants: str | None, pair: str | None, reference: str
+) -> tuple[list[tuple[str, str]], bool]:
+    """The comparisons a command asks for, and whether they are head-to-head."""
+    from eval.cli import names
+
+    if bool(variants) == bool(pair):
+        raise ViChatError(
+            "give either --variants A,B (each against the reference) or --pair A,B (head-to-head)"
+        )
+    if pair:
+        sides = names(pair)
+        if len(sides) != 2 or sides[0] == sides[1]:
+            raise ViChatError(
+                f"--pair takes two different variants, e.g. --pair Bloomz,Bloomz-Chat; got {pair!r}"
+            )
+        return [(sides[0], sides[1])], True
+    chosen = [v for v in names(variants) if v != reference]
+    if not chosen:
+        raise ViChatError(f"--variants names no variant besides the reference {reference!r}")
+    return [(reference, v) for v in chosen], False
+
+
+def summary_lines(eval_set: EvalSet, collected: Collected, head_to_head: bool) -> list[str]:
+    lines = []
+    for (first, second), pairs in collected.pairs.items():
+        if head_to_head:
+            wtl = win_tie_loss(pairs)
+            lines.append(
+                f"{first} vs {second}: {first} wins {wtl.first_wins}, ties {wtl.ties}, "
+                f"{second} wins {wtl.second_wins} ({len(pairs)} questions)"
+            )
+            continue
+        s = summarize(pairs, eval_set.categories)
+        total = "-" if s.total is None else f"{s.total:.2f}"
+        ratio = "-" if s.ratio_of_sums is None else f"{s.ratio_of_sums:.2f}"
+        lines.append(
+            f"{second} vs {first} (=100): {total} (sample-weighted), {ratio} (ratio of sums), "
+            f"{s.scored}/{len(eval_set)} questions scored"
+        )
+    for task, raw in collected.unparsable[:10]:
+        snippet = " ".join(raw.split())[:80]
+        lines.append(
+            f"  unparsable: {task.question_id} {'/'.join(task.assistants)} {task.order}: {snippet!r}"
+        )
+    if len(collected.unparsable) > 10:
+        lines.append(f"  ... and {len(collected.unparsable) - 10} more unparsable verdicts")
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@dataclass
+class JudgeArgs:
+    set: str = field(default="general", metadata={"help": "general, medical, or a JSONL path"})
+    variants: str | None = field(default=None, metadata={"help": "paper mode: each against the reference"})
+    pair: str | None = field(default=None, metadata={"help": "head-to-head: A,B"})
+    reference: str = field(
+        default=REFERENCE, metadata={"help": "the reference assistant's answers (variant name)"}
+    )
+    judge_model: str = "gpt-4"
+    single_order: bool = field(default=False, metadata={"help": "the paper's way: one order only"})
+    concurrency: int = 8
+    dry_run: bool = field(default=False, metadata={"help": "print the plan and cost estimate, call nothing"})
+    max_calls: int | None = field(
+        default=None, metadata={"help": "stop after this many calls (rerun continues)"}
+    )
+    retry_unparsable: bool = False
+    price: str | None = field(default=None, metadata={"help": "IN,OUT USD per 1M tokens for the judge model"})
+    out_dir: str = "runs/eval"
+
+
+def main(argv=None) -> int:
+    from eval.cli import parse
+
+    args, client_config = parse((JudgeArgs, ClientConfig), argv)
+    if not args.dry_run:
+        client_config.key()  # a missing key is said before any work
+    if args.concurrency < 1 or (args.max_calls is not None and args.max_calls < 0):
+        raise ViChatError("--concurrency must be at least 1 and --max-calls at least 0")
+    comparisons, head_to_head = comparisons_for(args.variants, args.pair, args.reference)
+    price = cost.price_for(args.judge_model, args.price)
+    eval_set = load_eval_set(args.set)
+    prompt = JudgePrompt.load()
+    answers = {v: load_answers(args.out_dir, eval_set, v) for v in {side for c in comparisons for side in c}}
+    orders = (FORWARD,) if args.single_order else (FORWARD, SWAPPED)
+    tasks, lacking = build_tasks(eval_set, answers, comparisons, orders, args.judge_model, prompt.version)
+    cache = JudgmentCache(judgments_path(args.out_dir, eval_set.name, args.judge_model))
+    todo = pending(tasks, cache, args.retry_unparsable)
+    capped = todo if args.max_calls is None else todo[: args.max_calls]
+
+    for (first, second), n in lacking.items():
+        if n:
+            print(
+                f"note: {n} of {len(eval_set)} questions lack an answer from {first} or {second}; judging the rest"
+            )
+    print(
+        f"{eval_set.name}: {len(tasks)} verdicts wanted ({_count(len(comparisons), 'comparison')} x "
+        f"{_count(len(orders), 'order')}), {len(tasks) - len(todo)} cached, {len(todo)} to ask "
+        f"{client_config.endpoint} (prompt {prompt.version})"
+    )
+    print(
+        "estimate: "
+        + cost.estimate(
+            (prompt.messages(t.question, t.answer_1, t.answer_2) for t in capped), price
+        ).describe(args.judge_model)
+    )
+    if args.dry_run:
+        print("dry run: no calls made")
+        return 0
+    result = RunResult()
+    if capped:
+        client = ChatClient(client_config)
+        result = run_judgments(capped, cache, client, args.judge_model, prompt, concurrency=args.concurrency)
+    print(f"{result.called} calls made, {cost.spent(result.prompt_tokens, result.completion_tokens, price)}")
+    for task, message in result.failed:
+        print(
+            f"  failed: {task.question_id} {'/'.join(task.assistants)} {task.order}: {message}",
+            file=sys.stderr,
+        )
+    for line in summary_lines(eval_set, collect(tasks, cache), head_to_head):
+        print(line)
+    if len(capped) < len(todo):
+        print(
+            f"stopped after {len(capped)} calls (--max-calls); {len(todo) - len(capped)} left: run again to continue"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    from eval.cli import run
+
+    raise SystemExit(run(main))

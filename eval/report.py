@@ -1,0 +1,336 @@
+"""The evaluation report: our scores in the layout of the paper's Tables III/IV, beside the paper's own.
+
+    python -m eval.report --set general [--variants Bloomz,Bloomz-Chat] [--judge-model gpt-4]
+
+Reads the answers (eval.answers) and the cached verdicts (eval.judge); calls nothing. Writes
+``<out-dir>/report/<set>.md``, ``<set>.csv`` (the main table) and ``<set>.png`` (grouped bars). Sections:
+judge scores per category vs the reference (=100) with the sample-weighted Total (the paper's) and the
+ratio-of-sums, the paper's figures, head-to-head win rates for every pair judged with ``--pair``, and the
+offline chrF / NLL figures (eval.offline). Verdicts in both orders are averaged where both exist.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from types import MappingProxyType
+
+from eval.answers import REFERENCE, answers_path, load_answers, read_answers
+from eval.offline import TOTAL, by_category, chrf_scores, has_nll, read_nll
+from eval.scoring import Summary, WinTieLoss, summarize, weighted_total, win_tie_loss
+from eval.sets import GENERAL_CATEGORIES, MEDICAL_CATEGORY, EvalSet, load_eval_set
+from eval.verdicts import FORWARD, SWAPPED, JudgePrompt, JudgmentCache, build_tasks, collect, judgments_path
+from vichat.errors import ViChatError
+
+# The paper's Tables III and IV (score vs ChatGPT = 100), as printed. Its Bloomz Total of 44.26 does not
+# follow from its own rows, which give 43.64 (see PAPER_ROWS_TOTAL).
+PAPER_GENERAL = MappingProxyType(
+    {
+        "Bloomz": MappingProxyType(
+            dict(zip(GENERAL_CATEGORIES, (49.82, 44.11, 44.29, 50, 38.75, 47.14, 5, 5, 70), strict=True))
+            | {TOTAL: 44.26}
+        ),
+        "Bloomz-Chat": MappingProxyType(
+            dict(
+                zip(
+                    GENERAL_CATEGORIES,
+                    (91.25, 87.5, 65.54, 85.07, 75.71, 82.5, 31.5, 8.5, 76.25),
+                    strict=True,
+                )
+            )
+            | {TOTAL: 73.55}
+        ),
+        "GPTJ": MappingProxyType(
+            dict(zip(GENERAL_CATEGORIES, (31.89, 33.22, 23, 25.11, 15.22, 15.72, 5, 5, 17.33), strict=True))
+            | {TOTAL: 20.8}
+        ),
+        "GPTJ-Chat": MappingProxyType(
+            dict(zip(GENERAL_CATEGORIES, (61.11, 62.22, 33.11, 54.22, 24.11, 41.11, 5, 5, 38), strict=True))
+            | {TOTAL: 39.9}
+        ),
+    }
+)
+PAPER_MEDICAL = MappingProxyType({"Bloomz-Doctor": 73.92, "GPTJ-Doctor": 59.85})
+
+
+def paper_rows_total(variant: str) -> float:
+    """The Total that the paper's own category rows give (sample-weighted over its 80 questions)."""
+    rows = {c: PAPER_GENERAL[variant][c] for c in GENERAL_CATEGORIES}
+    return weighted_total(rows, GENERAL_CATEGORIES)
+
+
+@dataclass
+class ReportData:
+    eval_set: EvalSet
+    variants: list[str]
+    judge_model: str
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    vs_reference: dict[str, WinTieLoss] = field(default_factory=dict)
+    head_to_head: list[tuple[str, str, WinTieLoss]] = field(default_factory=list)
+    chrf: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    nll: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    unparsable: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def paper_columns(self) -> dict[str, dict[str, float]]:
+        """The paper's figures for the categories this set has."""
+        cats = set(self.eval_set.categories)
+        if cats == {MEDICAL_CATEGORY}:
+            return {f"{v} (paper)": {MEDICAL_CATEGORY: s, TOTAL: s} for v, s in PAPER_MEDICAL.items()}
+        if cats <= set(GENERAL_CATEGORIES):
+            return {f"{v} (paper)": dict(rows) for v, rows in PAPER_GENERAL.items()}
+        return {}
+
+
+def discover_variants(out_dir: str | Path, eval_set: EvalSet, reference: str) -> list[str]:
+    """Every variant with an answer file for this set, except the reference (names as recorded)."""
+    folder = answers_path(out_dir, eval_set.name, "x").parent
+    found = []
+    for path in sorted(folder.glob("*.jsonl")):
+        records = read_answers(path)
+        name = next(iter(records.values()))["variant"] if records else path.stem
+        if name != reference:
+            found.append(name)
+    return sorted(found)
+
+
+def build_report(
+    eval_set: EvalSet,
+    variants: list[str],
+    out_dir: str | Path,
+    judge_model: str = "gpt-4",
+    reference: str = REFERENCE,
+    single_order: bool = False,
+) -> ReportData:
+    data = ReportData(eval_set, variants, judge_model)
+    answers = {}
+    for variant in [reference, *variants]:
+        try:
+            answers[variant] = load_answers(out_dir, eval_set, variant)
+        except ViChatError as e:
+            data.notes.append(str(e))
+    prompt = JudgePrompt.load()
+    cache = JudgmentCache(judgments_path(out_dir, eval_set.name, judge_model))
+    orders = (FORWARD,) if single_order else (FORWARD, SWAPPED)
+    have = [v for v in variants if v in answers]
+    if reference in answers:
+        tasks, _ = build_tasks(
+            eval_set, answers, [(reference, v) for v in have], orders, judge_model, prompt.version
+        )
+        collected = collect(tasks, cache)
+        data.unparsable += len(collected.unparsable)
+        for (_, variant), pairs in collected.pairs.items():
+            data.summaries[variant] = summarize(pairs, eval_set.categories)
+            data.vs_reference[variant] = win_tie_loss(pairs)
+    for a, b in combinations(have, 2):
+        best = None
+        for first, second in ((a, b), (b, a)):
+            tasks, _ = build_tasks(eval_set, answers, [(first, second)], orders, judge_model, prompt.version)
+            pairs = collect(tasks, cache).pairs.get((first, second), [])
+            if pairs and (best is None or len(pairs) > best[2].n):
+                best = (first, second, win_tie_loss(pairs))
+        if best:
+            data.head_to_head.append(best)
+    for variant in have:
+        data.chrf[variant] = by_category(eval_set, chrf_scores(eval_set, answers[variant]))
+    for variant in variants:
+        if has_nll(variant):
+            nll = by_category(eval_set, read_nll(out_dir, eval_set.name, variant))
+            if nll[TOTAL] is not None:
+                data.nll[variant] = nll
+    return data
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main_table(data: ReportData) -> list[list[str]]:
+    """Header and rows: category, n, one column per variant (ours), then the paper's columns."""
+    paper = data.paper_columns()
+    counts = data.eval_set.counts()
+    ours = [v for v in data.variants if v in data.summaries]
+    rows = [["category", "n", *ours, *paper]]
+    for category in data.eval_set.categories:
+        cells = [_fmt(data.summaries[v].categories.get(category)) for v in ours]
+        rows.append(
+            [category, str(counts[category]), *cells, *(_fmt(p.get(category)) for p in paper.values())]
+        )
+    total = [_fmt(data.summaries[v].total) for v in ours]
+    rows.append([TOTAL, str(len(data.eval_set)), *total, *(_fmt(p.get(TOTAL)) for p in paper.values())])
+    rows.append(
+        [
+            "Total (ratio of sums)",
+            "",
+            *(_fmt(data.summaries[v].ratio_of_sums) for v in ours),
+            *[""] * len(paper),
+        ]
+    )
+    rows.append(["questions scored", "", *(str(data.summaries[v].scored) for v in ours), *[""] * len(paper)])
+    return rows
+
+
+def _markdown_table(rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def markdown(data: ReportData, chart: Path | None) -> str:
+    es = data.eval_set
+    lines = [f"# ViChat evaluation: {es.name} set ({len(es)} questions)", ""]
+    lines += [
+        f"Judge: {data.judge_model}, pairwise against the reference answers (= 100); a question scores "
+        "model / reference, a category 100 x the mean of its questions, Total the same mean over all "
+        "questions (sample-weighted, as in the paper). Ratio of sums: 100 x sum(model) / sum(reference).",
+        "",
+    ]
+    if data.summaries:
+        lines += _markdown_table(main_table(data))
+    else:
+        lines.append("No verdicts yet: run `python -m eval.judge` (the paper's figures are below).")
+        if data.paper_columns():
+            paper = data.paper_columns()
+            rows = [["category", *paper]] + [
+                [c, *(_fmt(p.get(c)) for p in paper.values())] for c in [*es.categories, TOTAL]
+            ]
+            lines += ["", *_markdown_table(rows)]
+    if data.paper_columns() and set(es.categories) <= set(GENERAL_CATEGORIES):
+        lines += [
+            "",
+            "Paper totals are as printed. From its own rows they are: "
+            + ", ".join(f"{v} {paper_rows_total(v):.2f}" for v in PAPER_GENERAL)
+            + " (Bloomz's printed 44.26 does not follow from its rows).",
+        ]
+    if data.vs_reference:
+        lines += ["", "## Against the reference: wins / ties / losses", ""]
+        lines += _markdown_table(
+            [["variant", "wins", "ties", "losses"]]
+            + [[v, str(w.second_wins), str(w.ties), str(w.first_wins)] for v, w in data.vs_reference.items()]
+        )
+    if data.head_to_head:
+        lines += ["", "## Head-to-head", ""]
+        rows = [["A", "B", "A wins", "ties", "B wins", "A win rate (ties half)"]]
+        for a, b, w in data.head_to_head:
+            rate = (w.first_wins + 0.5 * w.ties) / w.n
+            rows.append([a, b, str(w.first_wins), str(w.ties), str(w.second_wins), f"{100 * rate:.1f}%"])
+        lines += _markdown_table(rows)
+    for title, table, digits in (
+        ("chrF against the reference answers (offline, higher is better)", data.chrf, 2),
+        ("Mean NLL of the reference answers (offline, lower is better)", data.nll, 3),
+    ):
+        if table:
+            rows = [["category", *table]] + [
+                [c, *(_fmt(table[v][c], digits) for v in table)] for c in [*es.categories, TOTAL]
+            ]
+            lines += ["", f"## {title}", "", *_markdown_table(rows)]
+    if data.unparsable:
+        lines += [
+            "",
+            f"{data.unparsable} verdicts could not be parsed (kept with raw text in the cache; "
+            "`python -m eval.judge ... --retry-unparsable` asks again). They are not scored.",
+        ]
+    lines += ["", *(f"Note: {n}" for n in data.notes)] if data.notes else []
+    if chart is not None:
+        lines += ["", f"![scores by category]({chart.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(data: ReportData, path: Path) -> Path | None:
+    """Grouped bars per category: our variants solid, the paper's figures hatched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [*data.eval_set.categories, TOTAL]
+    series = [
+        (
+            v,
+            [data.summaries[v].categories.get(r) if r != TOTAL else data.summaries[v].total for r in rows],
+            False,
+        )
+        for v in data.variants
+        if v in data.summaries
+    ]
+    series += [(name, [p.get(r) for r in rows], True) for name, p in data.paper_columns().items()]
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(min(16.0, max(9.0, 0.5 * len(rows) * (1 + 0.25 * len(series)))), 5))
+    width = 0.8 / len(series)
+    palette = plt.get_cmap("tab10")
+    bases = list(
+        dict.fromkeys(name.removesuffix(" (paper)") for name, _, _ in series)
+    )  # ours and paper's share
+    for i, (name, values, is_paper) in enumerate(series):
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(rows))]
+        heights = [v if v is not None else 0 for v in values]
+        color = palette(bases.index(name.removesuffix(" (paper)")) % 10)
+        ax.bar(
+            xs, heights, width, label=name, color=color, alpha=0.4 if is_paper else 0.95,
+            hatch="//" if is_paper else None, edgecolor="black" if is_paper else color, linewidth=0.4,
+        )  # fmt: skip
+    ax.axhline(100, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right")
+    ax.set_ylabel("score vs reference (= 100)")
+    ax.set_title(f"{data.eval_set.name} set, judge {data.judge_model}: ours solid, the paper's hatched")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(data: ReportData, report_dir: str | Path) -> dict[str, Path]:
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    name = data.eval_set.name
+    chart = write_chart(data, report_dir / f"{name}.png")
+    md = report_dir / f"{name}.md"
+    md.write_text(markdown(data, chart), encoding="utf-8")
+    table = report_dir / f"{name}.csv"
+    with table.open("w", newline="", encoding="utf-8") as fh:
+        rows = (
+            main_table(data)
+            if data.summaries
+            else [["category", "n"]] + [[c, str(n)] for c, n in data.eval_set.counts().items()]
+        )
+        csv.writer(fh).writerows(rows)
+    out = {"markdown": md, "csv": table}
+    if chart is not None:
+        out["chart"] = chart
+    return out
+
+
+@dataclass
+class ReportArgs:
+    set: str = field(default="general", metadata={"help": "general, medical, or a JSONL path"})
+    variants: str | None = field(default=None, metadata={"help": "default: every variant with answers"})
+    reference: str = REFERENCE
+    judge_model: str = "gpt-4"
+    single_order: bool = field(
+        default=False, metadata={"help": "use only reference-first verdicts (the paper)"}
+    )
+    out_dir: str = "runs/eval"
+    report_dir: str | None = field(default=None, metadata={"help": "default <out-dir>/report"})
+
+
+def main(argv=None) -> int:
+    from eval.cli import names, parse
+
+    (args,) = parse(ReportArgs, argv)
+    eval_set = load_eval_set(args.set)
+    variants = names(args.variants) or discover_variants(args.out_dir, eval_set, args.reference)
+    data = build_report(eval_set, variants, args.out_dir, args.judge_model, args.reference, args.single_order)
+    written = write_report(data, args.report_dir or Path(args.out_dir) / "report")
+    print(written["markdown"].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    from eval.cli import run
+
+    raise SystemExit(run(main))

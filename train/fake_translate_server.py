@@ -1,0 +1,220 @@
+"""A stand-in for Google Translate's mobile page, served on 127.0.0.1 for tests and benchmarks.
+
+deep-translator's GoogleTranslator sends ``GET <base>/m?tl=vi&sl=en&q=<text>`` and reads the
+text of ``<div class="result-container">`` from the HTML that comes back. This server answers
+in that shape, so ``train.translate`` runs against it unchanged (``--url``), and it records
+every request, so tests can count what was sent. Behaviours a test needs are plain settings:
+a latency per request, a script of answers for the first requests (``429``, ``500``,
+``"hang"``), texts that always fail, and a length limit like the real service's.
+
+The stand-in "translation" upper-cases letters: chunking never changes the result, and text
+that was kept out of translation (code) stays visibly lower-case.
+
+    python -m train.fake_translate_server --port 8765 --latency 0.1
+    python -m train.translate in.jsonl out.jsonl --url http://127.0.0.1:8765/m
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import html
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+HANG = "hang"
+"""A scripted answer that sleeps ``hang_s`` before answering: a client timeout."""
+
+
+def upper_case(text: str) -> str:
+    """The default stand-in translation."""
+    return text.upper()
+
+
+@dataclass
+class ServerSettings:
+    latency_s: float = 0.0
+    translate: Callable[[str], str] = upper_case
+    script: list[int | str] = field(default_factory=list)
+    """Answers for the first requests, in arrival order: an HTTP status or ``HANG``."""
+    fail_when: dict[str, int | str] = field(default_factory=dict)
+    """Texts containing a key always get its answer (status or ``HANG``)."""
+    max_chars: int = 5000
+    """Like the real service: a text of this many characters or more is refused (HTTP 400)."""
+    hang_s: float = 2.0
+    element_class: str = "result-container"
+    """The class of the ``div`` holding the translation (Google has used ``t0`` and ``result-container``)."""
+
+
+@dataclass
+class RequestLog:
+    """What the server received; shared by its handler threads."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    texts: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def add(self, text: str) -> int:
+        with self.lock:
+            self.texts.append(text)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return len(self.texts)
+
+    def done(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+class FakeTranslateServer:
+    """Start with ``with FakeTranslateServer(...) as server:``; point a translator at ``server.url``."""
+
+    def __init__(self, settings: ServerSettings | None = None, port: int = 0) -> None:
+        self.settings = settings or ServerSettings()
+        self.log = RequestLog()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/m"
+
+    @property
+    def request_count(self) -> int:
+        with self.log.lock:
+            return len(self.log.texts)
+
+    @property
+    def texts(self) -> list[str]:
+        """Every text received, in arrival order (a copy)."""
+        with self.log.lock:
+            return list(self.log.texts)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests the server was answering at the same time."""
+        with self.log.lock:
+            return self.log.max_in_flight
+
+    def reset(self) -> None:
+        with self.log.lock:
+            self.log.texts.clear()
+            self.log.max_in_flight = self.log.in_flight
+
+    def start(self) -> FakeTranslateServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-translate",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (the CLI)."""
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
+
+    def __enter__(self) -> FakeTranslateServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def answer(self, text: str) -> tuple[int, str]:
+        """Decide the answer to one request: ``(status, html body)``."""
+        number = self.log.add(text)
+        try:
+            return self._answer(text, number)
+        finally:
+            self.log.done()
+
+    def _answer(self, text: str, number: int) -> tuple[int, str]:
+        settings = self.settings
+        planned: int | str | None = None
+        if number <= len(settings.script):
+            planned = settings.script[number - 1]
+        for marker, outcome in settings.fail_when.items():
+            if marker in text:
+                planned = outcome
+        time.sleep(settings.latency_s)
+        if planned == HANG:
+            time.sleep(settings.hang_s)
+        elif isinstance(planned, int) and planned != 200:
+            return planned, f"<html><body>error {planned}</body></html>"
+        if len(text) >= settings.max_chars:
+            return 400, "<html><body>text too long</body></html>"
+        return 200, _result_page(settings.translate(text), settings.element_class)
+
+
+def _result_page(translation: str, element_class: str) -> str:
+    return (
+        "<!DOCTYPE html><html><head><title>Google Translate</title></head><body>"
+        f'<div class="{element_class}">{html.escape(translation)}</div></body></html>'
+    )
+
+
+def _handler_for(server: FakeTranslateServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK stalls
+
+        def do_GET(self) -> None:  # noqa: N802 - name required by BaseHTTPRequestHandler
+            query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+            text = query.get("q", [""])[0]
+            status, body = server.answer(text)
+            payload = body.encode("utf-8")
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout); nothing to answer
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet by default
+            return
+
+    return Handler
+
+
+@dataclass
+class ServeArgs:
+    port: int = 8765
+    latency: float = 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.fake_translate_server", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=ServeArgs.port)
+    parser.add_argument("--latency", type=float, default=ServeArgs.latency, help="seconds per request")
+    args = ServeArgs(**vars(parser.parse_args(argv)))
+    server = FakeTranslateServer(ServerSettings(latency_s=args.latency), port=args.port)
+    print(f"serving a stand-in translator at {server.url} (Ctrl+C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
