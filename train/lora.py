@@ -1,0 +1,281 @@
+"""LoRA instruction tuning, the paper's recipe (Table II), on one machine or many.
+
+    python -m train.lora --config train/configs/gemma-chat.yaml
+    python -m train.lora --config train/configs/gemma-chat.yaml --resume          # continue a killed run
+    torchrun --nproc_per_node 4 -m train.lora --config train/configs/bloomz-chat.yaml
+    accelerate launch -m train.lora --config train/configs/bloomz-chat.yaml --deepspeed train/configs/zero2.json
+
+Writes to ``output_dir``: ``adapter/`` (safetensors + vichat.json naming base and template, so the registry
+loads it by folder alone), ``checkpoints`` (checkpoint-N/), ``validation.jsonl`` (the held-out split),
+``loss.jsonl`` and ``loss.png``, ``report.md`` (Table II layout) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from transformers import set_seed
+
+from train.config import DataArguments, ModelArguments, PresetError, parse
+from train.dataset import PadToLongest, encode_all, load_records, split
+from train.report import loss_plot, table_ii
+from train.trainer import LossLog, TrainingDiverged, ViChatTrainer, read_loss_log
+from vichat.data import write_jsonl
+from vichat.errors import ViChatError
+from vichat.loading import ADAPTER_META, BaseSpec, load_base, lora_targets
+from vichat.prompts import get_template
+from vichat.registry import Registry
+
+RUN_FILE = "vichat_run.json"
+
+
+def resolve_base(args: ModelArguments) -> BaseSpec:
+    registry = Registry.from_yaml(args.models_file)
+    if args.base in registry.bases:
+        spec = registry.bases[args.base]
+        return BaseSpec(spec.key, spec.source, spec.load_in_8bit and args.load_in_8bit, spec.description)
+    return BaseSpec(args.base, args.base, args.load_in_8bit)
+
+
+def world() -> tuple[int, int]:
+    return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def fingerprint(model_args: ModelArguments, data_args: DataArguments) -> str:
+    blob = json.dumps([asdict(model_args), asdict(data_args)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_resume(out: Path, fp: str, resume: bool) -> None:
+    run_file = out / RUN_FILE
+    if resume:
+        if not run_file.is_file() or not any(out.glob("checkpoint-*")):
+            raise PresetError(f"--resume: no checkpoint to resume in {out}")
+        recorded = json.loads(run_file.read_text())["fingerprint"]
+        if recorded != fp:
+            raise PresetError(
+                f"--resume: {out} was trained with a different preset (model/data settings differ); "
+                "use the same preset or another output_dir"
+            )
+    elif any(out.glob("checkpoint-*")):
+        raise PresetError(
+            f"{out} already holds checkpoints: add --resume to continue, or choose another output_dir"
+        )
+
+
+def prepare_model(spec: BaseSpec, model_args: ModelArguments, device: str):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    base = load_base(spec, device, progress=lambda m: print(m, file=sys.stderr))
+    model = base.model
+    if getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    targets = model_args.target_modules or lora_targets(model.config.model_type)
+    cfg = LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(model, cfg)
+    except ValueError as e:
+        raise PresetError(
+            f"target_modules {targets} do not match this model ({model.config.model_type}): {e}"
+        ) from e
+    model.train()
+    return model, base.tokenizer, targets
+
+
+def adapter_changes_output(model, batch: dict) -> bool:
+    """The saved adapter is applied: logits with it differ from the base's."""
+    model.eval()
+    with torch.no_grad():
+        ids = batch["input_ids"][:1].to(model.device)
+        with_adapter = model(input_ids=ids).logits
+        with model.disable_adapter():
+            without = model(input_ids=ids).logits
+    return not torch.allclose(with_adapter, without)
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training, resume: bool) -> dict:
+    world_size, local_rank = world()
+    micro = training.per_device_train_batch_size
+    if data_args.total_batch_size % (micro * world_size):
+        raise PresetError(
+            f"total_batch_size {data_args.total_batch_size} is not a multiple of "
+            f"per_device_train_batch_size {micro} x {world_size} device(s)"
+        )
+    training.gradient_accumulation_steps = data_args.total_batch_size // (micro * world_size)
+    out = Path(training.output_dir)
+    fp = fingerprint(model_args, data_args)
+    check_resume(out, fp, resume)
+    template = get_template(model_args.template)
+    records = load_records(data_args.train_files)  # malformed lines: DataError with file:line, before loading
+    if data_args.validation_files:
+        train_records, val_records = records, load_records(data_args.validation_files)
+    else:
+        train_records, val_records = split(records, data_args.validation_fraction, training.seed)
+    if data_args.max_train_samples:
+        train_records = train_records[: data_args.max_train_samples]
+
+    cuda = torch.cuda.is_available()
+    device = f"cuda:{local_rank}" if cuda else "cpu"
+    if not cuda:
+        training.ddp_backend = training.ddp_backend or "gloo"
+        training.use_cpu = True
+    spec = resolve_base(model_args)
+    set_seed(training.seed)  # LoRA's initial weights come from the seed too: a run is reproducible
+    model, tokenizer, targets = prepare_model(spec, model_args, device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_set, train_cut = encode_all(
+        train_records,
+        tokenizer,
+        template,
+        data_args.max_length,
+        data_args.train_on_inputs or data_args.baseline,
+        "train_files",
+    )
+    val_set, _ = (
+        encode_all(val_records, tokenizer, template, data_args.max_length, False, "validation")
+        if val_records
+        else ([], 0)
+    )
+
+    training.remove_unused_columns = False
+    training.label_names = ["labels"]
+    training.prediction_loss_only = True
+    if not data_args.baseline:
+        training.train_sampling_strategy = "group_by_length"
+    if val_set and training.eval_strategy == "no":
+        training.eval_strategy = "steps"
+        training.eval_steps = training.eval_steps or max(1, training.logging_steps * 5)
+
+    from datasets import Dataset
+
+    is_main = local_rank == 0 and int(os.environ.get("RANK", 0)) == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(
+            json.dumps(
+                {"fingerprint": fp, "model": asdict(model_args), "data": asdict(data_args)},
+                indent=1,
+                default=str,
+            )
+        )
+        write_jsonl(out / "validation.jsonl", val_records)
+        if not resume:
+            (out / "loss.jsonl").unlink(missing_ok=True)
+    trainer = ViChatTrainer(
+        model=model,
+        args=training,
+        train_dataset=Dataset.from_list(train_set),
+        eval_dataset=Dataset.from_list(val_set) if val_set else None,
+        data_collator=PadToLongest(tokenizer.pad_token_id),
+        callbacks=[LossLog(out / "loss.jsonl")],
+        labelled_logits_only=not data_args.baseline,
+    )
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.time() - start
+    metrics = dict(result.metrics)
+    if val_set:
+        metrics.update(trainer.evaluate())
+    metrics["train_tokens_seen"] = trainer.tokens_seen
+    metrics["train_tokens_per_s"] = trainer.tokens_seen / seconds if seconds else 0.0
+    rank = int(os.environ.get("RANK", 0))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{rank}.json").write_text(
+        json.dumps(
+            {"rank": rank, "tokens_seen": trainer.tokens_seen, "global_step": trainer.state.global_step}
+        )
+    )
+    if not trainer.is_world_process_zero():
+        return metrics
+
+    adapter_dir = out / "adapter"
+    model.save_pretrained(adapter_dir, safe_serialization=True)
+    meta = {
+        "base": spec.key,
+        "base_source": spec.source,
+        "template": model_args.template,
+        "variant": model_args.variant_name,
+        "target_modules": targets,
+        "train_files": data_args.train_files,
+    }
+    (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+    probe = PadToLongest(tokenizer.pad_token_id)([val_set[0] if val_set else train_set[0]])
+    if not adapter_changes_output(model, probe):
+        raise ViChatError(
+            f"the adapter saved in {adapter_dir} does not change the model's output (empty adapter?)"
+        )
+
+    trainable, total = model.get_nb_trainable_parameters()
+    hardware = (
+        f"{world_size} x {torch.cuda.get_device_name(0)}"
+        if cuda
+        else f"{world_size} x CPU ({os.cpu_count()} cores, {platform.machine()})"
+    )
+    row = {
+        "model": model_args.variant_name or out.name,
+        "original_params": total - trainable,
+        "trainable_params": trainable,
+        "training_time_s": seconds,
+        "dataset": f"{len(train_set)} train / {len(val_set)} validation examples",
+        "hardware": hardware,
+    }
+    rows = read_loss_log(out / "loss.jsonl")
+    loss_plot(rows, out / "loss.png", f"{row['model']}: LoRA r={model_args.lora_r} on {spec.key}")
+    metrics.update(
+        {
+            "truncated_examples": train_cut,
+            "trainable_params": trainable,
+            "total_params": total,
+            "effective_batch": data_args.total_batch_size,
+            "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            "world_size": world_size,
+        }
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "report.md").write_text(
+        f"# Training report: {row['model']}\n\n{table_ii([row])}\n\n"
+        f"- base: {spec.source}; template: {model_args.template}; LoRA r={model_args.lora_r}, "
+        f"alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, targets {', '.join(targets)}\n"
+        f"- lr {training.learning_rate}, epochs {training.num_train_epochs}, effective batch "
+        f"{data_args.total_batch_size} = {micro} x {training.gradient_accumulation_steps} x {world_size}, "
+        f"max length {data_args.max_length}\n"
+        f"- final train loss {metrics.get('train_loss', float('nan')):.4f}; validation loss "
+        f"{metrics.get('eval_loss', float('nan')):.4f}; {metrics['train_tokens_per_s']:.0f} tokens/s\n\n"
+        "![loss](loss.png)\n",
+        encoding="utf-8",
+    )
+    print(f"adapter written to {adapter_dir}; report {out / 'report.md'}", file=sys.stderr)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        model_args, data_args, training, resume = parse(argv)
+        run(model_args, data_args, training, resume)
+        return 0
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except ViChatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
