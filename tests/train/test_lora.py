@@ -278,3 +278,14 @@ def test_gemma_short_real_run_gives_an_adapter_the_registry_loads(tmp_path):
     reg = Registry.from_yaml(tmp_path / "m.yaml", device="cpu", progress=lambda m: None)
     assert reg.availability("Mine").ok
     assert reg.generate("Mine", "Xin chào", GenerationSettings(max_new_tokens=4, temperature=0))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO_ROOT / "train" / "configs").glob("*.yaml")))
+def test_every_shipped_preset_parses(name):
+    model, data, training, _ = parse(["--config", str(REPO_ROOT / "train" / "configs" / f"{name}.yaml")])
+    assert model.template in ("chat", "doctor") and data.train_files
+    if name.startswith(("bloomz", "gptj")):  # the paper's recipe
+        assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (8, 16, 0.05)
+        assert (training.learning_rate, data.total_batch_size, training.num_train_epochs, data.max_length) == (
+            3e-4, 128, 2, 512)
+        assert Registry.from_yaml().bases[model.base]
