@@ -1,0 +1,106 @@
+"""Quality bar of a trained adapter on its held-out split, against its base (issue: demo adapters).
+
+    python -m train.quality --variant Gemma-Chat --base Gemma-Base --data runs/train/gemma-chat/validation.jsonl
+
+Prints and writes (``--out``, JSON) the mean NLL of the reference answers under both variants, the share of the
+tuned variant's answers that end by themselves (EOS or the template's stop marker) within the paper's 256 new
+tokens, the share written in Vietnamese, and a few answers side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import unicodedata
+from pathlib import Path
+
+from vichat.data import read_jsonl_strict
+from vichat.errors import ViChatError
+from vichat.generation import GenerationSettings, GenerationStats
+from vichat.registry import Registry
+
+# Letters only Vietnamese uses among Latin scripts (after NFD, tone marks are separate combining marks).
+VIETNAMESE_BASE = set("ăâđêôơưĂÂĐÊÔƠƯ")
+TONE_MARKS = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}
+
+
+def is_vietnamese(text: str, threshold: float = 0.15) -> bool:
+    """True when enough words carry Vietnamese letters or tone marks (code and numbers do not count)."""
+    words = [w for w in text.split() if any(c.isalpha() for c in w)]
+    if not words:
+        return False
+    marked = 0
+    for w in words:
+        nfd = unicodedata.normalize("NFD", w)
+        if any(c in TONE_MARKS for c in nfd) or any(c in VIETNAMESE_BASE for c in w):
+            marked += 1
+    return marked / len(words) >= threshold
+
+
+def answer(registry: Registry, variant: str, prompt: str, settings: GenerationSettings) -> tuple[str, str]:
+    stats = GenerationStats()
+    text = "".join(registry.stream(variant, prompt, settings, stats=stats)).strip()
+    return text, stats.stopped_by
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--base", required=True)
+    p.add_argument("--data", required=True, help="held-out prompt/response JSONL")
+    p.add_argument("--limit", type=int, default=20, help="answers to generate (NLL uses every record)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON file for the figures")
+    args = p.parse_args(argv)
+    try:
+        registry = Registry.from_yaml(progress=lambda m: print(m, file=sys.stderr))
+        records = read_jsonl_strict(args.data)
+        prompts = [r["prompt"] for r in records]
+        refs = [r["response"] for r in records]
+        nll_base = registry.nll(args.base, prompts, refs)
+        nll_tuned = registry.nll(args.variant, prompts, refs)
+        settings = GenerationSettings(seed=args.seed)  # the paper's decoding: 256 new tokens, sampling
+        rows = []
+        for r in records[: args.limit]:
+            tuned, stop = answer(registry, args.variant, r["prompt"], settings)
+            rows.append(
+                {
+                    "prompt": r["prompt"],
+                    "tuned": tuned,
+                    "stopped_by": stop,
+                    "vietnamese": is_vietnamese(tuned),
+                }
+            )
+        for row in rows[:3]:
+            row["base"], _ = answer(registry, args.base, row["prompt"], settings)
+    except ViChatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = len(rows)
+    report = {
+        "variant": args.variant,
+        "base": args.base,
+        "records": len(records),
+        "nll_base": sum(nll_base) / len(nll_base),
+        "nll_tuned": sum(nll_tuned) / len(nll_tuned),
+        "answers": n,
+        "ended_by_itself": sum(r["stopped_by"] in ("eos", "stop") for r in rows) / n,
+        "vietnamese": sum(r["vietnamese"] for r in rows) / n,
+        "both": sum(r["stopped_by"] in ("eos", "stop") and r["vietnamese"] for r in rows) / n,
+        "examples": [{k: r[k] for k in ("prompt", "base", "tuned")} for r in rows[:3]],
+        "all_answers": rows,
+    }
+    print(f"{args.variant} vs {args.base} on {len(records)} held-out records ({n} answers generated)")
+    print(f"  NLL of references: base {report['nll_base']:.3f}, tuned {report['nll_tuned']:.3f}")
+    print(
+        f"  answers ending by themselves within 256 tokens: {report['ended_by_itself']:.0%}; "
+        f"in Vietnamese: {report['vietnamese']:.0%}; both: {report['both']:.0%}"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
