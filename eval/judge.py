@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from tqdm import tqdm
 
 from eval import cost
-from eval.answers import REFERENCE, load_answers
+from eval.answers import REFERENCE, answers_path, load_answers
 from eval.client import ChatClient, ClientConfig, JudgeRequestError, JudgeUnavailableError, Stopped
 from eval.parse import parse_scores
 from eval.scoring import summarize, win_tie_loss
@@ -223,6 +223,67 @@ class JudgeArgs:
     out_dir: str = "runs/eval"
 
 
+@dataclass
+class JudgePlan:
+    """What a judge run asks: every verdict wanted, those not yet cached, and what asking them costs."""
+
+    eval_set: EvalSet
+    comparisons: list[tuple[str, str]]
+    orders: tuple[str, ...]
+    judge_model: str
+    prompt: JudgePrompt
+    price: tuple[float, float] | None
+    tasks: list[Task]
+    lacking: dict[tuple[str, str], int]
+    cache: JudgmentCache
+    todo: list[Task]
+
+    def capped(self, max_calls: int | None = None) -> list[Task]:
+        return self.todo if max_calls is None else self.todo[:max_calls]
+
+    def estimate(self, max_calls: int | None = None) -> cost.CostEstimate:
+        messages = (self.prompt.messages(t.question, t.answer_1, t.answer_2) for t in self.capped(max_calls))
+        return cost.estimate(messages, self.price)
+
+
+def _answers(out_dir: str, eval_set: EvalSet, variant: str, stand_in: bool) -> dict[str, str]:
+    if not stand_in or variant == REFERENCE:
+        return load_answers(out_dir, eval_set, variant)
+    found = (
+        load_answers(out_dir, eval_set, variant)
+        if answers_path(out_dir, eval_set.name, variant).exists()
+        else {}
+    )
+    # each variant's stand-in differs (by its name), so two variants' stand-ins are not taken for one verdict
+    return {q.id: found.get(q.id, f"{q.reference}\n({variant})") for q in eval_set.questions}
+
+
+def plan(
+    eval_set: EvalSet,
+    comparisons: list[tuple[str, str]],
+    out_dir: str,
+    judge_model: str = "gpt-4",
+    *,
+    single_order: bool = False,
+    retry_unparsable: bool = False,
+    price: tuple[float, float] | None = None,
+    stand_in: bool = False,
+) -> JudgePlan:
+    """The tasks for ``comparisons`` on ``eval_set`` from the answers in ``out_dir``, checked against the cache.
+
+    ``stand_in``: for an estimate before answering, a question a variant has not answered yet counts with the
+    reference answer in its place (about as long), instead of being left out.
+    """
+    prompt = JudgePrompt.load()
+    sides = {side for c in comparisons for side in c}
+    answers = {v: _answers(out_dir, eval_set, v, stand_in) for v in sides}
+    orders = (FORWARD,) if single_order else (FORWARD, SWAPPED)
+    tasks, lacking = build_tasks(eval_set, answers, comparisons, orders, judge_model, prompt.version)
+    cache = JudgmentCache(judgments_path(out_dir, eval_set.name, judge_model))
+    todo = pending(tasks, cache, retry_unparsable)
+    return JudgePlan(eval_set, comparisons, orders, judge_model, prompt, price, tasks, lacking, cache, todo)
+
+
 def main(argv=None) -> int:
     from eval.cli import parse
 
@@ -234,48 +295,43 @@ def main(argv=None) -> int:
     comparisons, head_to_head = comparisons_for(args.variants, args.pair, args.reference)
     price = cost.price_for(args.judge_model, args.price)
     eval_set = load_eval_set(args.set)
-    prompt = JudgePrompt.load()
-    answers = {v: load_answers(args.out_dir, eval_set, v) for v in {side for c in comparisons for side in c}}
-    orders = (FORWARD,) if args.single_order else (FORWARD, SWAPPED)
-    tasks, lacking = build_tasks(eval_set, answers, comparisons, orders, args.judge_model, prompt.version)
-    cache = JudgmentCache(judgments_path(args.out_dir, eval_set.name, args.judge_model))
-    todo = pending(tasks, cache, args.retry_unparsable)
-    capped = todo if args.max_calls is None else todo[: args.max_calls]
+    p = plan(
+        eval_set, comparisons, args.out_dir, args.judge_model,
+        single_order=args.single_order, retry_unparsable=args.retry_unparsable, price=price,
+    )  # fmt: skip
+    capped = p.capped(args.max_calls)
 
-    for (first, second), n in lacking.items():
+    for (first, second), n in p.lacking.items():
         if n:
             print(
                 f"note: {n} of {len(eval_set)} questions lack an answer from {first} or {second}; judging the rest"
             )
     print(
-        f"{eval_set.name}: {len(tasks)} verdicts wanted ({_count(len(comparisons), 'comparison')} x "
-        f"{_count(len(orders), 'order')}), {len(tasks) - len(todo)} cached, {len(todo)} to ask "
-        f"{client_config.endpoint} (prompt {prompt.version})"
+        f"{eval_set.name}: {len(p.tasks)} verdicts wanted ({_count(len(comparisons), 'comparison')} x "
+        f"{_count(len(p.orders), 'order')}), {len(p.tasks) - len(p.todo)} cached, {len(p.todo)} to ask "
+        f"{client_config.endpoint} (prompt {p.prompt.version})"
     )
-    print(
-        "estimate: "
-        + cost.estimate(
-            (prompt.messages(t.question, t.answer_1, t.answer_2) for t in capped), price
-        ).describe(args.judge_model)
-    )
+    print("estimate: " + p.estimate(args.max_calls).describe(args.judge_model))
     if args.dry_run:
         print("dry run: no calls made")
         return 0
     result = RunResult()
     if capped:
         client = ChatClient(client_config)
-        result = run_judgments(capped, cache, client, args.judge_model, prompt, concurrency=args.concurrency)
+        result = run_judgments(
+            capped, p.cache, client, args.judge_model, p.prompt, concurrency=args.concurrency
+        )
     print(f"{result.called} calls made, {cost.spent(result.prompt_tokens, result.completion_tokens, price)}")
     for task, message in result.failed:
         print(
             f"  failed: {task.question_id} {'/'.join(task.assistants)} {task.order}: {message}",
             file=sys.stderr,
         )
-    for line in summary_lines(eval_set, collect(tasks, cache), head_to_head):
+    for line in summary_lines(eval_set, collect(p.tasks, p.cache), head_to_head):
         print(line)
-    if len(capped) < len(todo):
+    if len(capped) < len(p.todo):
         print(
-            f"stopped after {len(capped)} calls (--max-calls); {len(todo) - len(capped)} left: run again to continue"
+            f"stopped after {len(capped)} calls (--max-calls); {len(p.todo) - len(capped)} left: run again to continue"
         )
     return 0
 

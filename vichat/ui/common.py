@@ -1,4 +1,4 @@
-"""Helpers shared by the tabs: variant choices, settings controls, per-session cancellation."""
+"""Helpers shared by the tabs: variant choices, settings controls, input checks, per-session cancellation."""
 
 from __future__ import annotations
 
@@ -8,16 +8,35 @@ import gradio as gr
 
 from vichat.errors import ViChatError
 from vichat.generation import RANGES, GenerationSettings
+from vichat.prompts import check_instruction
 from vichat.registry import Registry
 
+DEFAULT_PAIRS = (("Gemma-Base", "Gemma-Chat"), ("Bloomz", "Bloomz-Chat"), ("GPTJ", "GPTJ-Chat"))
 
-def variant_choices(registry: Registry) -> list[tuple[str, str]]:
+
+# ------------------------------------------------------------------------------------------- variants
+
+
+def variant_choices(registry: Registry, reason_chars: int = 70) -> list[tuple[str, str]]:
     """(label, value) pairs; unavailable variants stay listed with the reason, so the user sees why."""
     out = []
     for name in registry.names():
         a = registry.availability(name)
-        out.append((name if a.ok else f"{name} (unavailable: {a.reason[:70]})", name))
+        why = f": {shorten(a.reason, reason_chars)}" if reason_chars else ""
+        out.append((name if a.ok else f"{name} (unavailable{why})", name))
     return out
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.:;(") + "…"
+
+
+def refreshed_choices(registry: Registry, reason_chars: int = 70) -> dict:
+    """An update that gives a variant picker the registry's current variants (after a training run)."""
+    return gr.update(choices=variant_choices(registry, reason_chars))
 
 
 def default_variant(registry: Registry, prefer: tuple[str, ...] = ("Gemma-Chat", "Gemma-Base")) -> str:
@@ -26,6 +45,55 @@ def default_variant(registry: Registry, prefer: tuple[str, ...] = ("Gemma-Chat",
         if name in available:
             return name
     return available[0] if available else registry.names()[0]
+
+
+def default_pair(registry: Registry) -> tuple[str, str]:
+    """A base and its tuned sibling, both runnable here if possible (else the first listed pair)."""
+    available = set(registry.available_names())
+    candidates = [p for p in DEFAULT_PAIRS if p[0] in registry.variants and p[1] in registry.variants]
+    for name in registry.names():  # then any untuned variant with a tuned sibling
+        v = registry.variant(name)
+        if not v.is_tuned:
+            candidates += [(name, s) for s in registry.siblings(name) if registry.variant(s).is_tuned]
+    for pair in candidates:
+        if set(pair) <= available:
+            return pair
+    if candidates:
+        return candidates[0]
+    names = registry.names()
+    return names[0], names[min(1, len(names) - 1)]
+
+
+def describe_variant(registry: Registry, name: str) -> str:
+    """One line: what the variant is, its template, and whether it runs here (and why not)."""
+    try:
+        v = registry.variant(name)
+    except ViChatError as e:
+        return str(e)
+    a = registry.availability(name)
+    status = "ready" if a.ok else f"**unavailable here**: {a.reason}"
+    return f"{v.description or v.base} · template `{v.template}` · {status}"
+
+
+def unavailable_reason(registry: Registry, name: str | None) -> str | None:
+    """Why ``name`` cannot run here (unknown or unavailable), or None when it can."""
+    if not name:
+        return "choose a variant"
+    try:
+        a = registry.availability(name)
+    except ViChatError as e:
+        return str(e)
+    return None if a.ok else f"{name} is unavailable here: {a.reason}"
+
+
+def require_ready(registry: Registry, name: str | None) -> str:
+    reason = unavailable_reason(registry, name)
+    if reason:
+        raise gr.Error(reason)
+    return name
+
+
+# ------------------------------------------------------------------------------------------- settings
 
 
 def settings_controls() -> list[gr.components.Component]:
@@ -50,21 +118,68 @@ def settings_controls() -> list[gr.components.Component]:
 def make_settings(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> GenerationSettings:
     """Validated settings from the UI's values; a bad value becomes a message, never a traceback."""
     try:
-        return GenerationSettings(
-            max_new_tokens=_num(max_new_tokens, int),
-            temperature=_num(temperature, float),
-            top_k=_num(top_k, int),
-            repetition_penalty=_num(repetition_penalty, float),
-            seed=None if seed in (None, "") else _num(seed, int),
-        )
+        return settings_or_error(max_new_tokens, temperature, top_k, repetition_penalty, seed)
     except ViChatError as e:
         raise gr.Error(str(e)) from None
+
+
+def settings_or_error(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> GenerationSettings:
+    """GenerationSettings from the UI's values; raises SettingsError naming the bad one."""
+    return GenerationSettings(
+        max_new_tokens=_num(max_new_tokens, int),
+        temperature=_num(temperature, float),
+        top_k=_num(top_k, int),
+        repetition_penalty=_num(repetition_penalty, float),
+        seed=None if seed in (None, "") else _num(seed, int),
+    )
 
 
 def _num(value, kind):
     if isinstance(value, float) and kind is int and value.is_integer():
         return int(value)
     return value
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def check(condition_message: str | None) -> dict:
+    """A gr.validate for one input: valid when the message is None."""
+    return gr.validate(condition_message is None, condition_message or "")
+
+
+def prompt_problem(text) -> str | None:
+    try:
+        check_instruction(text if text is not None else "")
+    except ViChatError as e:
+        return str(e)
+    return None
+
+
+def settings_problems(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> list[str | None]:
+    """One message (or None) per settings control, in settings_controls' order."""
+    values = {
+        "max_new_tokens": _num(max_new_tokens, int),
+        "temperature": _num(temperature, float),
+        "top_k": _num(top_k, int),
+        "repetition_penalty": _num(repetition_penalty, float),
+    }
+    out: list[str | None] = []
+    for field, value in values.items():
+        try:
+            GenerationSettings(**{field: value})
+            out.append(None)
+        except ViChatError as e:
+            out.append(str(e))
+    try:
+        GenerationSettings(seed=None if seed in (None, "") else _num(seed, int))
+        out.append(None)
+    except ViChatError as e:
+        out.append(str(e))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- cancellation
 
 
 class Cancellations:
@@ -84,3 +199,12 @@ class Cancellations:
             for key, event in self._events.items():
                 if key.startswith(key_prefix):
                     event.set()
+
+    def close_session(self, session: str) -> None:
+        """Cancel everything a closed browser tab started, and forget its events."""
+        with self._lock:
+            for key in [k for k in self._events if k.startswith(f"{session}:")]:
+                self._events.pop(key).set()
+
+    def __len__(self) -> int:
+        return len(self._events)
