@@ -120,6 +120,41 @@ def encode_prompt(tokenizer, model, prompt: str, max_new_tokens: int) -> list[in
     return ids
 
 
+class StopFilter:
+    """The visible part of a growing generated text, released piece by piece.
+
+    Text after a stop marker is never shown; text that may be the start of one is held back until it is
+    clearly not. ``stopped`` turns true once a marker appeared (generation should end there).
+    """
+
+    def __init__(self, stops=()) -> None:
+        self.stops = tuple(stops)
+        self.text = ""
+        self.shown = 0
+        self.stopped = False
+
+    def update(self, text: str) -> str:
+        """Take the whole text generated so far; return the newly safe piece ('' if none)."""
+        self.text = text
+        visible = cut_at_stops(text, self.stops)
+        if len(visible) < len(text):
+            self.stopped = True
+            return self._release(len(visible))
+        return self._release(len(text) - held_back(text, self.stops))
+
+    def finish(self) -> str:
+        """The rest when generation ended (trailing whitespace dropped)."""
+        rest = cut_at_stops(self.text, self.stops).rstrip()
+        return rest[self.shown :] if len(rest) > self.shown else ""
+
+    def _release(self, upto: int) -> str:
+        if upto <= self.shown:
+            return ""
+        piece = self.text[self.shown : upto]
+        self.shown = upto
+        return piece
+
+
 class _StopOnText(StoppingCriteria):
     """Stops each sequence at a stop marker in its new text, or all of them when ``cancel`` is set."""
 
@@ -215,28 +250,23 @@ def stream(
     start = time.perf_counter()
     worker = threading.Thread(target=run, name="vichat-generate", daemon=True)
     worker.start()
-    text, shown, finished, saw_stop = "", 0, False, False
+    visible = StopFilter(stops)
+    finished = False
     try:
         for piece in streamer:
             if stats.first_token_s is None:
                 stats.first_token_s = time.perf_counter() - start
-            text += piece
-            visible = cut_at_stops(text, stops)
-            if len(visible) < len(text):  # a stop marker appeared: show up to it and finish
-                if len(visible) > shown:
-                    yield visible[shown:]
-                shown = len(visible)
-                saw_stop = finished = True
+            safe = visible.update(visible.text + piece)
+            if safe:
+                yield safe
+            if visible.stopped:  # a stop marker appeared: shown up to it; finish
+                finished = True
                 cancel.set()
                 break
-            safe = len(text) - held_back(text, stops)
-            if safe > shown:
-                yield text[shown:safe]
-                shown = safe
         else:
-            rest = cut_at_stops(text, stops).rstrip()
-            if len(rest) > shown:
-                yield rest[shown:]
+            rest = visible.finish()
+            if rest:
+                yield rest
             finished = True
     finally:
         if not finished:  # the consumer stopped early (closed the iterator): stop generating
@@ -247,7 +277,7 @@ def stream(
         stats.new_tokens = len(new_ids)
         eos = model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos])
-        if saw_stop or stopper.hit_stop:
+        if visible.stopped or stopper.hit_stop:
             stats.stopped_by = "stop"
         elif new_ids and new_ids[-1] in eos:
             stats.stopped_by = "eos"

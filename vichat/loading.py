@@ -261,6 +261,8 @@ class LoadedBase:
     from_cache: bool | None = None
     notices: list[str] = field(default_factory=list)
     adapters: dict[str, Path] = field(default_factory=dict)
+    # The fast CPU engine over this base's weights (vichat.fast), built on first use; shared by all adapters.
+    fast: object | None = None
     # A plain Lock (not RLock): a streaming generator may be resumed on another thread, and Lock may be
     # released by any thread.
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -6,6 +6,7 @@ reaches for a global. Bases load lazily on first use; all variants of a base sha
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from vichat import generation
+from vichat import fast, generation
 from vichat.errors import UnknownVariantError, VariantUnavailableError, ViChatError
 from vichat.generation import GenerationSettings, GenerationStats
 from vichat.loading import (
@@ -27,6 +28,8 @@ from vichat.loading import (
 )
 from vichat.paths import MODELS_YAML
 from vichat.prompts import Template, get_template, template_names
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "openai")
 
@@ -50,6 +53,8 @@ class Variant:
     backend: str = "local"
     description: str = ""
     endpoint: Endpoint | None = None
+    # local on CPU: "auto" runs the fast int8 decoder (vichat.fast) where it applies; "off": transformers
+    fast: str = "auto"
 
     @property
     def is_tuned(self) -> bool:
@@ -71,7 +76,7 @@ def _parse(data: dict, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]
             key, str(b["source"]), bool(b.get("load_in_8bit", False)), b.get("description", "")
         )
     variants: list[Variant] = []
-    allowed = {"name", "base", "template", "adapter", "backend", "description", "endpoint"}
+    allowed = {"name", "base", "template", "adapter", "backend", "description", "endpoint", "fast"}
     for i, v in enumerate(data["variants"]):
         unknown = set(v) - allowed
         if unknown:
@@ -91,9 +96,21 @@ def _parse(data: dict, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]
         template = v.get("template", "chat")
         if template not in template_names():
             raise ViChatError(f"{source}: variant {v['name']!r}: unknown template {template!r}")
+        mode = str(v.get("fast", "auto")).lower()
+        if mode not in fast.FAST_MODES:
+            raise ViChatError(
+                f"{source}: variant {v['name']!r}: fast must be one of {', '.join(fast.FAST_MODES)}"
+            )
         variants.append(
             Variant(
-                v["name"], v["base"], template, v.get("adapter"), backend, v.get("description", ""), endpoint
+                v["name"],
+                v["base"],
+                template,
+                v.get("adapter"),
+                backend,
+                v.get("description", ""),
+                endpoint,
+                mode,
             )
         )
     names = [v.name for v in variants]
@@ -111,6 +128,7 @@ class Registry:
     progress: object = print
     _loaded: dict[str, LoadedBase] = field(default_factory=dict, repr=False)
     _load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _fast_notes: dict[str, str] = field(default_factory=dict, repr=False)  # variant -> why not fast
 
     # ------------------------------------------------------------------------------------ construction
 
@@ -191,6 +209,22 @@ class Registry:
     def loaded(self) -> dict[str, LoadedBase]:
         return dict(self._loaded)
 
+    def fast_engine(self, name: str, base: LoadedBase, adapter: str | None) -> fast.GemmaFast | None:
+        """The fast CPU engine for a prepared variant, or None (reference path; the reason logged once)."""
+        if self.variant(name).fast == "off":
+            return None
+        try:
+            return fast.engine_for(base, adapter)
+        except fast.FastUnsupported as e:
+            if self._fast_notes.get(name) != str(e):
+                self._fast_notes[name] = str(e)
+                log.warning("%s: %s; using transformers generate instead of the fast path", name, e)
+            return None
+
+    def fast_note(self, name: str) -> str:
+        """Why ``name`` last fell back from the fast path ('' if it did not, or has not run yet)."""
+        return self._fast_notes.get(name, "")
+
     def _remote(self, v: Variant):
         from vichat.remote import RemoteBackend
 
@@ -215,10 +249,16 @@ class Registry:
             yield from self._remote(v).stream(prompt, settings, template.stop, cancel, stats)
             return
         base, adapter = self.prepare(name)
+        engine = self.fast_engine(name, base, adapter)
         with base.use(adapter) as model:
-            yield from generation.stream(
-                model, base.tokenizer, prompt, settings, template.stop, cancel, stats
-            )
+            if engine is not None:
+                yield from fast.stream(
+                    engine, model, adapter, base.tokenizer, prompt, settings, template.stop, cancel, stats
+                )
+            else:
+                yield from generation.stream(
+                    model, base.tokenizer, prompt, settings, template.stop, cancel, stats
+                )
 
     def generate(self, name: str, instruction: str, settings: GenerationSettings | None = None) -> str:
         return "".join(self.stream(name, instruction, settings)).strip()
@@ -234,11 +274,20 @@ class Registry:
             remote = self._remote(v)
             return [remote.complete(p, settings, template.stop) for p in prompts]
         base, adapter = self.prepare(name)
+        engine = self.fast_engine(name, base, adapter)
         with base.use(adapter) as model:
+            if engine is not None:  # one sequence at a time: on CPU this beats a padded batch in float32
+                return [
+                    fast.generate(engine, model, adapter, base.tokenizer, p, settings, template.stop)
+                    for p in prompts
+                ]
             return generation.generate_batch(model, base.tokenizer, prompts, settings, template.stop)
 
     def nll(self, name: str, instructions: list[str], references: list[str]) -> list[float]:
-        """Mean per-token negative log-likelihood of each reference response under the variant."""
+        """Mean per-token negative log-likelihood of each reference response under the variant.
+
+        Always the float32 reference model (not the fast path): scores stay comparable across machines.
+        """
         template = self.template(name)
         base, adapter = self.prepare(name)
         prompts = [template.build(i) for i in instructions]

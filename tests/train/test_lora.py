@@ -286,6 +286,10 @@ def test_every_shipped_preset_parses(name):
     assert model.template in ("chat", "doctor") and data.train_files
     if name.startswith(("bloomz", "gptj")):  # the paper's recipe
         assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (8, 16, 0.05)
-        assert (training.learning_rate, data.total_batch_size, training.num_train_epochs, data.max_length) == (
-            3e-4, 128, 2, 512)
+        assert (
+            training.learning_rate,
+            data.total_batch_size,
+            training.num_train_epochs,
+            data.max_length,
+        ) == (3e-4, 128, 2, 512)
         assert Registry.from_yaml().bases[model.base]

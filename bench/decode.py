@@ -1,0 +1,290 @@
+"""Decoding benchmark on CPU: the embedded default (Gemma 3 270M) through each decoding path.
+
+    python -m bench.decode [--new-tokens 64] [--prompts 6] [--skip-starts]
+
+Rows, on the same prompts (the chat template around fixed Vietnamese instructions), greedy, no repetition
+penalty, ending at end-of-sequence or after --new-tokens tokens (no stop markers, so every path decodes):
+- transformers fp32: ``model.generate`` in float32, the reference path (``fast: off``) and the baseline;
+- our default CPU path: vichat.fast (int8 weights, fused matrices, preallocated KV cache);
+- llama.cpp on the same GGUF file, on all threads and on one, when llama-cpp-python is installed (skipped
+  with a note otherwise); the ratio uses its faster setting.
+
+tokens/s is decode speed after the first token ((tokens - 1) / (total - first), as GenerationStats does);
+first token is the time to it from the call (prompt processing included); the first prompt warms up and is
+not counted. llama.cpp keeps no KV cache
+between prompts here (reset before each), as the other rows keep none. Then the time from a new process
+to the first streamed token, with the base's safetensors cache in place (cached start) and with an empty
+cache (first start: the GGUF is converted once), and the peak memory of a process serving the base alone
+vs the base and two adapters on the fast path. Last line: our path over llama.cpp (target >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vichat.paths import resolve
+
+INSTRUCTIONS = [
+    "Hãy giới thiệu ngắn gọn về vịnh Hạ Long.",
+    "Tôi bị ho ba ngày nay, tôi nên làm gì?",
+    "Viết một bài thơ ngắn về mùa thu Hà Nội.",
+    "Giải thích vì sao bầu trời có màu xanh.",
+    "Liệt kê ba món ăn nổi tiếng của Việt Nam và cách nấu một món.",
+    "Làm thế nào để học tiếng Anh hiệu quả khi đi làm?",
+    "So sánh xe máy và xe buýt khi đi lại ở Hà Nội.",
+    "Tôi bị đau đầu và sốt nhẹ từ hôm qua, tôi nên làm gì?",
+]
+BASE_KEY = "gemma-270m"
+VARIANT = "Gemma-Base"
+
+
+@dataclass
+class Row:
+    name: str
+    first_s: list[float] = field(default_factory=list)
+    decode_s: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+
+    def add(self, first: float, total: float, tokens: int) -> None:
+        self.first_s.append(first)
+        self.decode_s.append(total - first)
+        self.tokens.append(tokens)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(t - 1 for t in self.tokens) / sum(self.decode_s)
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<34} {self.tokens_per_s:8.1f} tok/s   first token {statistics.mean(self.first_s):6.3f} s"
+            f"   ({sum(self.tokens)} tokens, {len(self.tokens)} prompts)"
+        )
+
+
+def settings(new_tokens: int):
+    from vichat.generation import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0)
+
+
+def run_reference(base, prompts: list[str], new_tokens: int) -> Row:
+    from vichat.generation import GenerationStats, stream
+
+    row = Row("transformers fp32 (baseline)")
+    for prompt in [prompts[0], *prompts]:  # the first one warms up and is not counted
+        stats = GenerationStats()
+        for _ in stream(base.model, base.tokenizer, prompt, settings(new_tokens), stats=stats):
+            pass
+        row.add(stats.first_token_s, stats.total_s, stats.new_tokens)
+    return _drop_warmup(row)
+
+
+def run_fast(base, prompts: list[str], new_tokens: int) -> Row:
+    from vichat import fast
+    from vichat.generation import GenerationStats
+
+    engine = fast.engine_for(base)
+    row = Row(f"our default CPU path (fast {engine.precision})")
+    for prompt in [prompts[0], *prompts]:
+        stats = GenerationStats()
+        for _ in fast.stream(
+            engine, base.model, None, base.tokenizer, prompt, settings(new_tokens), stats=stats
+        ):
+            pass
+        row.add(stats.first_token_s, stats.total_s, stats.new_tokens)
+    return _drop_warmup(row)
+
+
+def run_llama_cpp(base, prompts: list[str], new_tokens: int) -> list[Row] | str:
+    """llama.cpp on all threads and on one (under outside load one can be faster, as for our path)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return "llama.cpp: skipped, llama-cpp-python is not installed (pip install llama-cpp-python)"
+    import importlib
+
+    import torch
+
+    module = base.spec.source.split(":", 1)[1]
+    gguf = str(importlib.import_module(module).assemble())
+    rows = []
+    for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
+        llm = Llama(model_path=gguf, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+        rows.append(
+            _llama_row(
+                llm,
+                f"llama.cpp (same GGUF, {threads} thread{'s' * (threads > 1)})",
+                base,
+                prompts,
+                new_tokens,
+            )
+        )
+        llm.close()
+    return rows
+
+
+def _llama_row(llm, name: str, base, prompts: list[str], new_tokens: int) -> Row:
+    eos = llm.token_eos()
+    row = Row(name)
+    for prompt in [prompts[0], *prompts]:
+        ids = base.tokenizer(prompt)["input_ids"]  # the same token ids as the other rows
+        llm.reset()  # no KV cache kept between prompts, as in the other rows
+        start, first, count = time.perf_counter(), 0.0, 0
+        for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+            count += 1
+            if count == 1:
+                first = time.perf_counter() - start
+            if token == eos or count == new_tokens:
+                break
+        row.add(first, time.perf_counter() - start, count)
+    return _drop_warmup(row)
+
+
+def _drop_warmup(row: Row) -> Row:
+    row.first_s, row.decode_s, row.tokens = row.first_s[1:], row.decode_s[1:], row.tokens[1:]
+    return row
+
+
+# ------------------------------------------------------------------------------------ start to first token
+
+_START = """
+import time
+from dataclasses import replace
+from vichat.generation import GenerationSettings
+from vichat.registry import Registry
+reg = Registry.from_yaml(device="cpu", progress=lambda m: None)
+reg.variants[{variant!r}] = replace(reg.variant({variant!r}), fast={mode!r})
+it = reg.stream({variant!r}, {instruction!r}, GenerationSettings(max_new_tokens=4, temperature=0))
+next(it)
+print("FIRST", time.time())
+it.close()
+"""
+
+
+def start_to_first_token(mode: str, cache: str | None = None) -> float:
+    """Seconds from launching a new Python process to its first streamed piece of a reply."""
+    code = _START.format(variant=VARIANT, mode=mode, instruction=INSTRUCTIONS[0])
+    env = {**os.environ, **({"VICHAT_CACHE": cache} if cache else {})}
+    launched = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=resolve(".")
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("FIRST "):
+            return float(line.split()[1]) - launched
+    raise RuntimeError(f"start ({mode}) failed:\n{out.stderr[-3000:]}")
+
+
+_MEMORY = """
+import resource
+from vichat.generation import GenerationSettings
+from vichat.registry import Registry, Variant
+reg = Registry.from_yaml(device="cpu", progress=lambda m: None)
+names = [{variant!r}]
+for i, path in enumerate({adapters!r}):
+    reg.add_variant(Variant(f"adapter-{{i}}", {base!r}, "chat", path))
+    names.append(f"adapter-{{i}}")
+for name in names:
+    "".join(reg.stream(name, {instruction!r}, GenerationSettings(max_new_tokens=8, temperature=0)))
+assert reg.loaded_base({base!r}).fast is not None
+print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_memory_mb(adapters: list[str]) -> float:
+    """Peak memory of a new process that answers on the fast path with the base and each adapter."""
+    code = _MEMORY.format(variant=VARIANT, base=BASE_KEY, adapters=adapters, instruction=INSTRUCTIONS[0])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=resolve("."))
+    for line in out.stdout.splitlines():
+        if line.startswith("PEAK_MB "):
+            return float(line.split()[1])
+    raise RuntimeError(f"memory run failed:\n{out.stderr[-3000:]}")
+
+
+def memory() -> str:
+    from bench.serving import _adapters  # the shipped Gemma adapters, or two random ones of their shape
+
+    with tempfile.TemporaryDirectory() as tmp:
+        adapters = [str(a) for a in _adapters(Path(tmp))]
+        alone = peak_memory_mb([])
+        shared = peak_memory_mb(adapters)
+    return (
+        f"peak memory on the fast path: base alone {alone:.0f} MB, base + 2 adapters {shared:.0f} MB "
+        f"({shared / alone:.3f}x; target <= 1.15x)"
+    )
+
+
+def starts() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        first = start_to_first_token("auto", cache=os.path.join(tmp, "cold"))
+    cached_fast = start_to_first_token("auto")
+    cached_ref = start_to_first_token("off")
+    return [
+        f"new process to first token, first start (GGUF -> safetensors, our path): {first:6.1f} s",
+        f"new process to first token, cached start, our path:                     {cached_fast:6.1f} s",
+        f"new process to first token, cached start, transformers fp32:            {cached_ref:6.1f} s",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__.split("\n\n")[0])
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument(
+        "--prompts", type=int, default=6, help=f"how many of the {len(INSTRUCTIONS)} fixed prompts"
+    )
+    p.add_argument(
+        "--skip-starts", action="store_true", help="skip the new-process start and memory measurements"
+    )
+    args = p.parse_args(argv)
+
+    import torch
+
+    from vichat.prompts import get_template
+    from vichat.registry import Registry
+
+    registry = Registry.from_yaml(device="cpu", progress=lambda m: None)
+    base = registry.loaded_base(BASE_KEY)
+    template = get_template(registry.variant(VARIANT).template)
+    prompts = [template.build(i) for i in INSTRUCTIONS[: args.prompts]]
+    print(
+        f"Gemma 3 270M ({base.spec.source}), {len(prompts)} prompts, {args.new_tokens} new tokens, greedy, "
+        f"CPU threads {torch.get_num_threads()}"
+    )
+    reference = run_reference(base, prompts, args.new_tokens)
+    ours = run_fast(base, prompts, args.new_tokens)
+    llama = run_llama_cpp(base, prompts, args.new_tokens)
+    print(reference.line())
+    print(ours.line())
+    print(llama if isinstance(llama, str) else "\n".join(row.line() for row in llama))
+    if not args.skip_starts:
+        for line in starts():
+            print(line)
+        print(memory())
+    print(
+        f"fast engine memory beyond the base: {base.fast.nbytes / 2**20:.0f} MB (one copy per base, "
+        "shared by every adapter)"
+    )
+    speedup = ours.tokens_per_s / reference.tokens_per_s
+    if isinstance(llama, str):
+        print(
+            f"our path / baseline: {speedup:.2f} (llama.cpp not installed, so no llama.cpp ratio; "
+            f"target >= 0.5 of llama.cpp)"
+        )
+    else:
+        best = max(row.tokens_per_s for row in llama)  # llama.cpp's faster thread setting
+        print(
+            f"our path / llama.cpp: {ours.tokens_per_s / best:.2f} (target >= 0.5; "
+            f"baseline/llama.cpp {reference.tokens_per_s / best:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

