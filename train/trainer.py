@@ -132,7 +132,12 @@ class LossLog(TrainerCallback):
 def read_loss_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill, or blank
+            continue
     last: dict[tuple, dict] = {}
     for r in rows:  # after a resume the same steps are logged again: keep the latest
         last[(r["step"], "eval_loss" in r)] = r

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import openai
 
 from vichat.errors import VariantUnavailableError
-from vichat.generation import GenerationSettings, GenerationStats
-from vichat.prompts import cut_at_stops, held_back
+from vichat.generation import GenerationSettings, GenerationStats, StopFilter
+from vichat.prompts import cut_at_stops
 
 
 class RemoteBackend:
@@ -65,7 +65,7 @@ class RemoteBackend:
         stats = stats if stats is not None else GenerationStats()
         start = time.perf_counter()
         events = self._request(prompt, settings, stops, stream=True)
-        text, shown = "", 0
+        text, visible = "", StopFilter(stops)
         try:
             for event in events:
                 if cancel is not None and cancel.is_set():
@@ -79,20 +79,16 @@ class RemoteBackend:
                     stats.first_token_s = time.perf_counter() - start
                 stats.new_tokens += 1 if piece else 0
                 text += piece
-                visible = cut_at_stops(text, stops)
-                safe = len(visible) if len(visible) < len(text) else len(text) - held_back(text, stops)
-                if safe > shown:
-                    yield text[shown:safe]
-                    shown = safe
-                if len(visible) < len(text):
+                if out := visible.update(text):
+                    yield out
+                if visible.stopped:
                     stats.stopped_by = "stop"
                     break
                 if choice.finish_reason:
                     stats.stopped_by = "length" if choice.finish_reason == "length" else "eos"
             else:
-                rest = cut_at_stops(text, stops).rstrip()
-                if len(rest) > shown:
-                    yield rest[shown:]
+                if rest := visible.finish():
+                    yield rest
         finally:
             events.close()
             stats.total_s = time.perf_counter() - start

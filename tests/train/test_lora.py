@@ -293,3 +293,17 @@ def test_every_shipped_preset_parses(name):
             data.max_length,
         ) == (3e-4, 128, 2, 512)
         assert Registry.from_yaml().bases[model.base]
+
+
+def test_loss_log_survives_a_torn_last_line(tmp_path):
+    from train.trainer import read_loss_log
+
+    path = tmp_path / "loss.jsonl"
+    path.write_text(
+        '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 2, "eval_loss": 1.7}\n{"step": 3, "lo'
+    )
+    assert read_loss_log(path) == [
+        {"step": 1, "loss": 2.0},
+        {"step": 2, "loss": 1.5},
+        {"step": 2, "eval_loss": 1.7},
+    ]
