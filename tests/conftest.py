@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random BLOOM and GPT-J models with a small Vietnamese BPE tokenizer, built offline.
+"""Shared fixtures: tiny random BLOOM, GPT-J (and Gemma 3) models with a small Vietnamese BPE tokenizer, built offline.
 
 They go through the same loader, templates, LoRA targets and generation as the real models, in seconds.
 """
@@ -45,7 +45,7 @@ def build_tokenizer(folder: Path):
 
 
 def build_tiny(folder: Path, arch: str) -> Path:
-    from transformers import AutoModelForCausalLM, BloomConfig, GPTJConfig
+    from transformers import AutoModelForCausalLM, BloomConfig, Gemma3TextConfig, GPTJConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(folder)
@@ -57,8 +57,21 @@ def build_tiny(folder: Path, arch: str) -> Path:
     }
     if arch == "bloom":
         cfg = BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common)
-    else:
+    elif arch == "gptj":
         cfg = GPTJConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=512, **common)
+    else:  # Gemma 3 text, as the embedded default: grouped-query attention, sliding and full layers
+        cfg = Gemma3TextConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            sliding_window=128,
+            layer_types=["sliding_attention", "full_attention"],
+            max_position_embeddings=512,
+            **common,
+        )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(folder)
@@ -99,6 +112,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         out[arch] = base
         out[f"{arch}-a"] = build_adapter(base, root / f"{arch}-adapter-a", 1, lora_targets(arch))
         out[f"{arch}-b"] = build_adapter(base, root / f"{arch}-adapter-b", 2, lora_targets(arch))
+    out["gemma"] = build_tiny(root / "gemma", "gemma")  # a base only: for the padding-free training path
     return out
 
 

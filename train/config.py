@@ -63,10 +63,18 @@ class DataArguments:
     total_batch_size: int = field(
         default=128, metadata={"help": "effective batch = micro-batch x accumulation x devices (paper: 128)"}
     )
+    padding_free: bool = field(
+        default=True,
+        metadata={
+            "help": "a micro-batch is one row of its examples, attention per example, no padding (Gemma, "
+            "Llama-like); BLOOM and GPT-J keep padded, length-grouped batches"
+        },
+    )
     baseline: bool = field(
         default=False,
         metadata={
-            "help": "Alpaca-LoRA-style run for benchmarks: loss on all tokens, full logits, random order"
+            "help": "Alpaca-LoRA-style run for benchmarks: loss on all tokens, full logits, random order, "
+            "padded batches"
         },
     )
 
@@ -143,6 +151,10 @@ def parse(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments,
         if not isinstance(preset, dict):
             raise PresetError(f"preset {path} must be a mapping of settings")
     _fit_to_hardware(preset)
+    if "eval_strategy" not in preset and not any(a.split("=")[0] == "--eval_strategy" for a in argv):
+        preset["eval_strategy"] = (
+            "steps"  # validation loss at intervals unless said otherwise (`--eval_strategy no`)
+        )
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     known = {a.dest for a in parser._actions}
     unknown = [k for k in preset if k not in known]

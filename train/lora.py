@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from train import padding_free
 from train.config import DataArguments, ModelArguments, PresetError, parse
-from train.dataset import PadToLongest, encode_all, load_records, split
+from train.dataset import IGNORE, PadToLongest, encode_all, load_records, split
 from train.report import loss_plot, table_ii
 from train.trainer import LossLog, TrainingDiverged, ViChatTrainer, read_loss_log
 from vichat.data import write_jsonl
@@ -156,13 +157,27 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     training.remove_unused_columns = False
     training.label_names = ["labels"]
     training.prediction_loss_only = True
-    if not data_args.baseline:
-        training.train_sampling_strategy = "group_by_length"
-    if val_set and training.eval_strategy == "no":
-        training.eval_strategy = "steps"
+    if not val_set:
+        training.eval_strategy = "no"
+    elif training.eval_strategy != "no":
         training.eval_steps = training.eval_steps or max(1, training.logging_steps * 5)
 
     from datasets import Dataset
+
+    collator = PadToLongest(tokenizer.pad_token_id)
+    padding_free_on = data_args.padding_free and not data_args.baseline and padding_free.enable(model)
+    if padding_free_on:
+        from transformers import DataCollatorWithFlattening
+
+        collator = DataCollatorWithFlattening(return_flash_attn_kwargs=True, separator_id=IGNORE)
+    elif not data_args.baseline:  # padded: examples of similar length together keep the padding small
+        training.train_sampling_strategy = "group_by_length"
+        if data_args.padding_free:
+            print(
+                f"note: {model.config.model_type} trains on padded, length-grouped batches "
+                "(its attention cannot run padding-free)",
+                file=sys.stderr,
+            )
 
     is_main = local_rank == 0 and int(os.environ.get("RANK", 0)) == 0
     if is_main:
@@ -182,7 +197,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
         args=training,
         train_dataset=Dataset.from_list(train_set),
         eval_dataset=Dataset.from_list(val_set) if val_set else None,
-        data_collator=PadToLongest(tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=[LossLog(out / "loss.jsonl")],
         labelled_logits_only=not data_args.baseline,
     )
@@ -193,6 +208,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     if val_set:
         metrics.update(trainer.evaluate())
     metrics["train_tokens_seen"] = trainer.tokens_seen
+    metrics["padding_free"] = padding_free_on
     metrics["train_tokens_per_s"] = trainer.tokens_seen / seconds if seconds else 0.0
     rank = int(os.environ.get("RANK", 0))
     out.mkdir(parents=True, exist_ok=True)
@@ -204,6 +220,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     if not trainer.is_world_process_zero():
         return metrics
 
+    padding_free.disable(model)
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir, safe_serialization=True)
     meta = {

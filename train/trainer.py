@@ -41,6 +41,17 @@ def head_bypassed(model):
         inner.set_output_embeddings(head)
 
 
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "cu_seq_lens_q",
+    "cu_seq_lens_k",
+    "max_length_q",
+    "max_length_k",
+)
+
+
 class EpochSeededLengthSampler(LengthGroupedSampler):
     """Groups examples of similar length (little padding) in an order fixed by (seed, epoch) alone.
 
@@ -84,16 +95,22 @@ class ViChatTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         if model.training:
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+            real = (
+                inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+            )
+            self.tokens_seen += int(real)
+        # padded batches carry attention_mask; padding-free rows carry position_ids and the examples' bounds
+        model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
         targets = labels[:, 1:]
         mask = targets != IGNORE
         if self.labelled_logits_only:
             with head_bypassed(self.accelerator.unwrap_model(model)) as head:
-                hidden = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-            logits = head(hidden[:, :-1][mask])
+                hidden = model(**model_inputs).logits
+            with self.accelerator.autocast():  # accelerate autocasts only the wrapped forward; the head too
+                logits = head(hidden[:, :-1][mask])
             loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
         else:  # what a plain HF causal-LM forward does: logits everywhere
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            logits = model(**model_inputs).logits
             loss_sum = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="sum")
         if num_items_in_batch is not None and model.training:
             loss = loss_sum / num_items_in_batch

@@ -58,11 +58,18 @@ def preset(tmp_path: Path, base: Path, **overrides) -> Path:
     return path
 
 
+def token_count(base: Path, rows: list[dict]) -> int:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    return sum(len(encode(r, tok, get_template("chat"), 96, False).input_ids) for r in rows)
+
+
 def train(path: Path, *extra: str):
     return run(*parse(["--config", str(path), *extra]))
 
 
-@pytest.mark.parametrize("arch", ["bloom", "gptj"])
+@pytest.mark.parametrize("arch", ["bloom", "gptj", "gemma"])
 def test_training_lowers_the_loss_and_writes_a_loadable_adapter(tmp_path, tiny_models, arch):
     metrics = train(preset(tmp_path, tiny_models[arch], num_train_epochs=8, learning_rate=0.02))
     out = tmp_path / "run"
@@ -71,7 +78,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_adapter(tmp_path, tiny_m
     ]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses  # noise is ~0.02 on this data
     weights = load_file(out / "adapter" / "adapter_model.safetensors")
-    expected = {"bloom": "query_key_value", "gptj": "v_proj"}[arch]
+    expected = {"bloom": "query_key_value", "gptj": "v_proj", "gemma": "q_proj"}[arch]
     assert any(expected in k for k in weights) and any(
         float(w.abs().max()) > 0 for k, w in weights.items() if "lora_B" in k
     )
@@ -81,6 +88,15 @@ def test_training_lowers_the_loss_and_writes_a_loadable_adapter(tmp_path, tiny_m
         assert (out / f).is_file(), f
     assert "| Tiny-Chat |" in (out / "report.md").read_text()
     assert metrics["gradient_accumulation_steps"] == 2 and metrics["effective_batch"] == 4
+    assert metrics["padding_free"] == (arch == "gemma")  # BLOOM's ALiBi and GPT-J keep padded batches
+    # tokens/s counts real tokens: 8 epochs over the training rows, not one pad among them
+    held_out = [
+        json.loads(line) for line in (out / "validation.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    trained = list(ROWS)
+    for r in held_out:
+        trained.remove(r)
+    assert metrics["train_tokens_seen"] == 8 * token_count(tiny_models[arch], trained)
     # the registry loads it by folder and its output differs from the base's
     models = {
         "bases": {"b": {"source": str(tiny_models[arch])}},
@@ -123,20 +139,21 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize(
-    ("save_steps", "kill_after", "checkpoints"),
+    ("arch", "save_steps", "kill_after", "checkpoints"),
     [
-        (3, 8, ["checkpoint-3", "checkpoint-6"]),  # mid-epoch
-        (2, 5, ["checkpoint-2", "checkpoint-4"]),
+        ("gptj", 3, 8, ["checkpoint-3", "checkpoint-6"]),  # mid-epoch
+        ("gptj", 2, 5, ["checkpoint-2", "checkpoint-4"]),  # checkpoint at an epoch boundary
+        ("gemma", 3, 8, ["checkpoint-3", "checkpoint-6"]),  # padding-free, random order
     ],
-)  # checkpoint at an epoch boundary
+)
 def test_resume_after_a_kill_gives_the_same_adapter(
-    tmp_path, tiny_models, monkeypatch, save_steps, kill_after, checkpoints
+    tmp_path, tiny_models, monkeypatch, arch, save_steps, kill_after, checkpoints
 ):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     # 14 examples, micro-batch 2, accumulation 2: 4 steps an epoch
-    train(preset(tmp_path / "a", tiny_models["gptj"], num_train_epochs=3, save_steps=save_steps))
-    killed = preset(tmp_path / "b", tiny_models["gptj"], num_train_epochs=3, save_steps=save_steps)
+    train(preset(tmp_path / "a", tiny_models[arch], num_train_epochs=3, save_steps=save_steps))
+    killed = preset(tmp_path / "b", tiny_models[arch], num_train_epochs=3, save_steps=save_steps)
     from train import lora
 
     class Dies(lora.LossLog):  # killed after a step, before that step's checkpoint

@@ -1,0 +1,86 @@
+"""Padding-free batches: a micro-batch is one row of its examples end to end, attention kept per example.
+
+transformers' ``DataCollatorWithFlattening`` lays the examples of a micro-batch out as one row, with positions
+restarting at 0 for each and the boundaries in ``cu_seq_lens_q``. On CUDA, flash-attention kernels read those
+boundaries directly. On the CPU, we register an attention function ("vichat_varlen_sdpa") that runs PyTorch's
+causal SDPA on each example's span, so no FLOP goes to a padding token and none to attention across examples
+(a block-diagonal mask would spend the full (sum of lengths)^2). Without boundaries (generation, a padded probe)
+it is plain SDPA.
+
+Only for architectures whose attention goes through transformers' attention interface and whose positions come
+from ``position_ids`` (Gemma, Llama, Qwen, Mistral...): BLOOM's ALiBi and GPT-J's attention do not, and keep
+padded, length-grouped batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NAME = "vichat_varlen_sdpa"
+SUPPORTED = ("gemma3_text", "gemma3", "gemma2", "gemma", "llama", "mistral", "qwen2", "qwen3")
+
+
+def supports(config) -> bool:
+    return getattr(config, "model_type", None) in SUPPORTED and getattr(
+        config, "_attn_implementation", None
+    ) in (
+        "sdpa",
+        NAME,
+    )
+
+
+def varlen_sdpa(
+    module, query, key, value, attention_mask, *, cu_seq_lens_q=None, sliding_window=None, **kwargs
+):
+    """SDPA on each example's span of the flattened row (batch 1); SDPA as usual without boundaries."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    for unused in ("cu_seq_lens_k", "max_length_q", "max_length_k", "position_ids"):
+        kwargs.pop(unused, None)
+    if cu_seq_lens_q is None or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = cu_seq_lens_q.tolist() if torch.is_tensor(cu_seq_lens_q) else list(cu_seq_lens_q)
+    outputs = []
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if sliding_window is not None and end - start > sliding_window:
+            raise ValueError(
+                f"an example of {end - start} tokens is longer than the sliding window ({sliding_window}): "
+                "lower max_length"
+            )
+        out, _ = sdpa_attention_forward(
+            module,
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            None,
+            is_causal=True,
+            **kwargs,
+        )
+        outputs.append(out)  # (1, span, heads, head_dim)
+    return torch.cat(outputs, dim=1), None
+
+
+def register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, varlen_sdpa)
+    AttentionMaskInterface.register(
+        NAME, sdpa_mask
+    )  # padded inputs (probes, generation) get SDPA's usual mask
+
+
+def enable(model) -> bool:
+    """Switch ``model`` (a PEFT or plain causal LM) to padding-free attention where its architecture allows."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not supports(base.config):
+        return False
+    register()
+    base.set_attn_implementation(NAME)
+    return True
+
+
+def disable(model) -> None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == NAME:
+        base.set_attn_implementation("sdpa")
