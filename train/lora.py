@@ -206,7 +206,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     seconds = time.time() - start
     metrics = dict(result.metrics)
     if val_set:
-        metrics.update(trainer.evaluate())
+        last = [h for h in trainer.state.log_history if "eval_loss" in h][-1:]
+        if last and last[0].get("step") == trainer.state.global_step:  # the Trainer just evaluated at the end
+            metrics.update({k: v for k, v in last[0].items() if k.startswith("eval_")})
+        else:
+            metrics.update(trainer.evaluate())
     metrics["train_tokens_seen"] = trainer.tokens_seen
     metrics["padding_free"] = padding_free_on
     metrics["train_tokens_per_s"] = trainer.tokens_seen / seconds if seconds else 0.0

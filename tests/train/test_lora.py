@@ -225,8 +225,9 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, tiny_models, monkeypatch)
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run(tmp_path, tiny_models):
-    path = preset(tmp_path, tiny_models["bloom"], max_steps=3, total_batch_size=8)
+@pytest.mark.parametrize(("arch", "port"), [("bloom", 29533), ("gemma", 29534)])  # padded; padding-free
+def test_two_process_gloo_run(tmp_path, tiny_models, arch, port):
+    path = preset(tmp_path, tiny_models[arch], max_steps=3, total_batch_size=8)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
@@ -236,7 +237,7 @@ def test_two_process_gloo_run(tmp_path, tiny_models):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29533",
+            str(port),
             "-m",
             "train.lora",
             "--config",
@@ -254,6 +255,7 @@ def test_two_process_gloo_run(tmp_path, tiny_models):
     assert all(r["tokens_seen"] > 0 and r["global_step"] == 3 for r in ranks)  # both ranks trained
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["gradient_accumulation_steps"] == 2  # 8 = 2 x 2 x 2
+    assert metrics["padding_free"] == (arch == "gemma")
     assert len(list(out.glob("adapter/adapter_model.safetensors"))) == 1
 
 
