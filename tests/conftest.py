@@ -45,7 +45,7 @@ def build_tokenizer(folder: Path):
 
 
 def build_tiny(folder: Path, arch: str) -> Path:
-    from transformers import AutoModelForCausalLM, BloomConfig, Gemma3TextConfig, GPTJConfig
+    from transformers import AutoModelForCausalLM, BloomConfig, GPTJConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(folder)
@@ -57,25 +57,49 @@ def build_tiny(folder: Path, arch: str) -> Path:
     }
     if arch == "bloom":
         cfg = BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common)
-    elif arch == "gptj":
+    else:
         cfg = GPTJConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=512, **common)
-    else:  # Gemma 3 text, as the embedded default: grouped-query attention, sliding and full layers
-        cfg = Gemma3TextConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=16,
-            sliding_window=128,
-            layer_types=["sliding_attention", "full_attention"],
-            max_position_embeddings=512,
-            **common,
-        )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(folder)
     return folder
+
+
+def build_tiny_gemma(folder: Path, tokenizer_from: Path, sliding_window: int = 8) -> Path:
+    """Tiny random Gemma 3 text: grouped-query attention, sliding and full layers, as the embedded default."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_from)
+    tok.save_pretrained(folder)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        max_position_embeddings=512,
+        query_pre_attn_scalar=16,
+        initializer_range=0.2,
+        tie_word_embeddings=False,  # a random tied model just repeats its input; the real Gemma is tied
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg)
+    with torch.no_grad():  # special tokens never win: every answer has visible text
+        model.lm_head.weight[: len(tok.all_special_ids)] = 0
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_builder():
+    return build_tiny_gemma
 
 
 def build_adapter(base_folder: Path, out: Path, seed: int, targets: list[str]) -> Path:
@@ -112,7 +136,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         out[arch] = base
         out[f"{arch}-a"] = build_adapter(base, root / f"{arch}-adapter-a", 1, lora_targets(arch))
         out[f"{arch}-b"] = build_adapter(base, root / f"{arch}-adapter-b", 2, lora_targets(arch))
-    out["gemma"] = build_tiny(root / "gemma", "gemma")  # a base only: for the padding-free training path
+    # a base only, for the padding-free training path: a window wider than any tiny example
+    out["gemma"] = build_tiny_gemma(root / "gemma", out["bloom"], sliding_window=128)
     return out
 
 

@@ -151,10 +151,9 @@ def parse(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments,
         if not isinstance(preset, dict):
             raise PresetError(f"preset {path} must be a mapping of settings")
     _fit_to_hardware(preset)
+    # validation loss at intervals unless said otherwise (`--eval_strategy no`)
     if "eval_strategy" not in preset and not any(a.split("=")[0] == "--eval_strategy" for a in argv):
-        preset["eval_strategy"] = (
-            "steps"  # validation loss at intervals unless said otherwise (`--eval_strategy no`)
-        )
+        preset["eval_strategy"] = "steps"
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     known = {a.dest for a in parser._actions}
     unknown = [k for k in preset if k not in known]

@@ -165,7 +165,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     from datasets import Dataset
 
     collator = PadToLongest(tokenizer.pad_token_id)
-    padding_free_on = data_args.padding_free and not data_args.baseline and padding_free.enable(model)
+    padding_free_on = (
+        data_args.padding_free and not data_args.baseline and padding_free.enable(model, data_args.max_length)
+    )
     if padding_free_on:
         from transformers import DataCollatorWithFlattening
 
@@ -174,8 +176,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
         training.train_sampling_strategy = "group_by_length"
         if data_args.padding_free:
             print(
-                f"note: {model.config.model_type} trains on padded, length-grouped batches "
-                "(its attention cannot run padding-free)",
+                f"note: {model.config.model_type} trains on padded, length-grouped batches (its attention "
+                "cannot run padding-free, or max_length exceeds its sliding window)",
                 file=sys.stderr,
             )
 

@@ -314,6 +314,20 @@ def test_every_shipped_preset_parses(name):
         assert Registry.from_yaml().bases[model.base]
 
 
+def test_validation_at_intervals_unless_turned_off(tmp_path, tiny_models):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=4, eval_steps=2)
+    assert str(parse(["--config", str(path)])[2].eval_strategy) in ("steps", "IntervalStrategy.STEPS")
+    for off in (["--eval_strategy", "no"], ["--eval_strategy=no"]):
+        assert str(parse(["--config", str(path), *off])[2].eval_strategy) in ("no", "IntervalStrategy.NO")
+    train(path, "--eval_strategy", "no")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [4]  # none during training, one at the end
+    (tmp_path / "on").mkdir()
+    train(preset(tmp_path / "on", tiny_models["bloom"], max_steps=4, eval_steps=2))
+    rows = [json.loads(line) for line in (tmp_path / "on" / "run" / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [2, 4]  # and the end's is not run twice
+
+
 def test_loss_log_survives_a_torn_last_line(tmp_path):
     from train.trainer import read_loss_log
 

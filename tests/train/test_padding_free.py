@@ -38,7 +38,7 @@ def test_one_row_gives_the_logits_of_separate_examples(gemma):
     model, _, examples = gemma
     with torch.no_grad():
         separate = torch.cat([model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples])
-        assert padding_free.enable(model)
+        assert padding_free.enable(model, 96)
         batch = flattened(examples)
         assert batch["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in examples))  # not one pad
         row = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
@@ -57,7 +57,7 @@ def test_one_row_gives_the_logits_of_separate_examples(gemma):
 
 def test_attention_does_not_cross_examples(gemma):
     model, _, examples = gemma
-    padding_free.enable(model)
+    assert padding_free.enable(model, 96)
     with torch.no_grad():
         first = model(**{k: v for k, v in flattened(examples).items() if k != "labels"}).logits[0]
         changed = [examples[0], {"input_ids": [5] * 20, "labels": [IGNORE] * 20}, examples[2]]
@@ -75,7 +75,7 @@ def test_trainer_loss_is_the_same_padded_or_padding_free(gemma, tmp_path):
     model.eval()
     with torch.no_grad():
         padded = trainer.compute_loss(model, PadToLongest(0)(examples))
-        padding_free.enable(model)
+        assert padding_free.enable(model, 96)
         row = trainer.compute_loss(model, flattened(examples))
     response_tokens = sum(sum(1 for x in e["labels"] if x != IGNORE) for e in examples)
     assert response_tokens > 10
@@ -85,14 +85,16 @@ def test_trainer_loss_is_the_same_padded_or_padding_free(gemma, tmp_path):
 def test_architectures_without_it_keep_padded_batches(tiny_models):
     for arch in ("bloom", "gptj"):
         model = AutoModelForCausalLM.from_pretrained(tiny_models[arch])
-        assert not padding_free.enable(model)
+        assert not padding_free.enable(model, 96)
         assert model.config._attn_implementation != padding_free.NAME
 
 
-def test_an_example_longer_than_the_sliding_window_is_refused(gemma):
+def test_a_max_length_beyond_the_sliding_window_keeps_padded_batches(gemma):
     model, _, _ = gemma
-    padding_free.enable(model)
     window = model.config.sliding_window
+    assert not padding_free.enable(model, window + 1)  # per-span causal attention would ignore the window
+    assert model.config._attn_implementation == "sdpa"
+    assert padding_free.enable(model, window)
     batch = flattened([{"input_ids": [7] * (window + 8), "labels": [IGNORE] * (window + 8)}])
-    with pytest.raises(ValueError, match="longer than the sliding window"):
+    with pytest.raises(ValueError, match="longer than the sliding window"):  # the guard behind enable()
         model(**{k: v for k, v in batch.items() if k != "labels"})

@@ -37,37 +37,6 @@ PROMPTS = [
 ALL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _tiny_gemma(folder: Path, tokenizer_from: Path) -> Path:
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_from)
-    tok.save_pretrained(folder)
-    cfg = Gemma3TextConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        sliding_window=8,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-        max_position_embeddings=512,
-        query_pre_attn_scalar=16,
-        initializer_range=0.2,
-        tie_word_embeddings=False,  # a random tied model just repeats its input; the real Gemma is tied
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(cfg)
-    with torch.no_grad():  # special tokens never win: every answer has visible text
-        model.lm_head.weight[: len(tok.all_special_ids)] = 0
-    model.save_pretrained(folder)
-    return folder
-
-
 def _random_adapter(base: Path, out: Path, seed: int, targets: list[str], b_scale=None, **extra) -> Path:
     """A random LoRA adapter (r=8, init_lora_weights=False).
 
@@ -95,9 +64,11 @@ def _random_adapter(base: Path, out: Path, seed: int, targets: list[str], b_scal
 
 
 @pytest.fixture(scope="module")
-def gemma_tiny(tiny_models, tmp_path_factory) -> dict[str, Path]:
+def gemma_tiny(tiny_models, tiny_gemma_builder, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-gemma")
-    base = _tiny_gemma(root / "base", tiny_models["bloom"])
+    base = tiny_gemma_builder(
+        root / "base", tiny_models["bloom"]
+    )  # sliding window 8: the window is exercised
     return {
         "base": base,
         "qv": _random_adapter(base, root / "qv", 1, ["q_proj", "v_proj"]),
