@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from vichat.cli import run  # noqa: F401  (the one runner; eval CLIs import it from here)
 from vichat.errors import ViChatError
 
 
@@ -25,15 +25,3 @@ def parse(types: type | tuple[type, ...], argv: Sequence[str] | None) -> tuple[A
 def names(value: str | None) -> list[str]:
     """``"A, B,C"`` -> ``["A", "B", "C"]``."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI ``main``: a ViChatError is printed as one line and gives exit status 2."""
-    try:
-        return main(argv)
-    except ViChatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished work is saved; run the same command again to continue", file=sys.stderr)
-        return 130
