@@ -17,6 +17,7 @@ from eval.judge import run_judgments
 from eval.openai_server import Behaviour, FakeOpenAIServer
 from eval.sets import GENERAL_CATEGORIES, EvalSet, Question
 from eval.verdicts import FORWARD, JudgePrompt, JudgmentCache, build_tasks, pending
+from vichat.checks import arg
 
 TARGET = 6.0
 
@@ -42,9 +43,11 @@ def timed_run(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=80)
-    parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--pairs", type=arg("--pairs", minimum=1, maximum=100_000, integer=True), default=80)
+    parser.add_argument("--latency", type=arg("--latency", minimum=0, maximum=60), default=0.2)
+    parser.add_argument(
+        "--concurrency", type=arg("--concurrency", minimum=1, maximum=1024, integer=True), default=8
+    )
     args = parser.parse_args(argv)
 
     eval_set = synthetic_set(args.pairs)
@@ -55,8 +58,11 @@ def main(argv=None) -> int:
         },
     }
     prompt = JudgePrompt.load()
-    tasks, _ = build_tasks(eval_set, answers, [("reference", "model")], (FORWARD,), "gpt-4", prompt.version)
     with FakeOpenAIServer(Behaviour(latency=args.latency)) as server, tempfile.TemporaryDirectory() as tmp:
+        tasks, _ = build_tasks(
+            eval_set, answers, [("reference", "model")], (FORWARD,), "gpt-4", prompt.version,
+            endpoint=server.url,
+        )  # fmt: skip
         config = ClientConfig(
             base_url=server.url, api_key="sk-bench-local", timeout=30, max_retries=0, retries=0
         )
@@ -80,4 +86,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from vichat.cli import run
+
+    raise SystemExit(run(main))

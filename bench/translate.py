@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from train.fake_translate_server import FakeTranslateServer, ServerSettings
 from train.translate import TranslateSettings, translate_file
+from vichat.checks import arg
+from vichat.cli import run
 
 TARGET_SPEEDUP = 5.0
 
@@ -57,11 +58,11 @@ def timed_run(
     stats = translate_file(source, out, settings)
     elapsed = time.perf_counter() - start
     if stats.failed:
-        raise RuntimeError(f"{stats.failed} records failed during the benchmark")
+        raise RuntimeError(f"{stats.failed} records failed during the benchmark (a bug: the stand-in never fails)")
     return elapsed, server.request_count
 
 
-def run(args: BenchArgs) -> float:
+def measure(args: BenchArgs) -> float:
     with (
         tempfile.TemporaryDirectory(prefix="vichat-bench-") as folder,
         FakeTranslateServer(ServerSettings(latency_s=args.latency)) as server,
@@ -92,16 +93,21 @@ def run(args: BenchArgs) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = BenchArgs()
     parser = argparse.ArgumentParser(prog="python -m bench.translate", description=__doc__.split("\n")[0])
-    parser.add_argument("--texts", type=int, default=defaults.texts)
-    parser.add_argument("--latency", type=float, default=defaults.latency, help="seconds per request")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument(
+        "--texts", type=arg("--texts", minimum=2, maximum=1_000_000, integer=True), default=defaults.texts
+    )
+    parser.add_argument(
+        "--latency", type=arg("--latency", minimum=0, maximum=60), default=defaults.latency,
+        help="seconds per request",
+    )
+    parser.add_argument(
+        "--concurrency", type=arg("--concurrency", minimum=1, maximum=256, integer=True),
+        default=defaults.concurrency,
+    )
     args = BenchArgs(**vars(parser.parse_args(argv)))
-    if args.texts < 2 or args.latency < 0 or args.concurrency < 1:
-        print("error: --texts >= 2, --latency >= 0 and --concurrency >= 1 required", file=sys.stderr)
-        return 2
-    run(args)
+    measure(args)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -12,7 +12,8 @@ generates nothing. Variant kinds:
 - anything else: a ViChat variant from assets/models.yaml, with the paper's decoding and a fixed seed.
 
 Answers are reproducible for the same seed and batch size. Batches are formed from the questions still to
-answer, so use ``--batch-size 1`` if a resumed run must match an uninterrupted one token for token.
+answer, so use ``--batch-size 1`` if a resumed run must match an uninterrupted one token for token. The
+set's answers folder is locked while a run writes, so a second run on it stops at once with a message.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from tqdm import tqdm
 from eval.client import ChatClient, ClientConfig
 from eval.jsonl import JsonlAppender, read_records
 from eval.sets import EvalSet, load_eval_set
+from vichat import checks
 from vichat.errors import DataError, ViChatError
+from vichat.files import OutputLock
 
 REFERENCE = "reference"
 OPENAI_PREFIX = "openai:"
@@ -133,8 +136,8 @@ def generate_answers(
     progress: bool = True,
 ) -> int:
     """Answer the questions of ``eval_set`` not yet in the variant's file; returns how many were added."""
-    if batch_size < 1:
-        raise ViChatError(f"--batch-size must be at least 1, got {batch_size}")
+    batch_size = checks.number("--batch-size", batch_size, minimum=1, maximum=4096, integer=True)
+    limit = checks.number("--limit", limit, minimum=1, integer=True, allow_none=True)
     path = answers_path(out_dir, eval_set.name, variant)
     done = read_answers(path)
     wanted = settings_record(variant, settings, extra_settings)
@@ -152,8 +155,11 @@ def generate_answers(
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             texts = generator.generate_batch(variant, [q.question for q in batch], settings)
-            if len(texts) != len(batch):
-                raise ViChatError(f"{variant}: got {len(texts)} answers for {len(batch)} questions")
+            if not isinstance(texts, list | tuple) or len(texts) != len(batch):
+                got = len(texts) if isinstance(texts, list | tuple) else type(texts).__name__
+                raise ViChatError(f"{variant}: got {got} answers for {len(batch)} questions")
+            if not all(isinstance(t, str) for t in texts):
+                raise ViChatError(f"{variant}: an answer is not text; nothing of this batch was saved")
             for q, text in zip(batch, texts, strict=True):
                 out.write({"id": q.id, "variant": variant, "answer": text, "settings": wanted})
             bar.update(len(batch))
@@ -198,28 +204,41 @@ def _generators(variants, eval_set, args, client_config) -> dict[str, tuple[Gene
     return out
 
 
+def lock_for(out_dir: str | Path, set_name: str, job: str = "eval.answers") -> OutputLock:
+    """The lock an answers run holds on ``<out-dir>/answers/<set>`` (the UI should hold it too)."""
+    return OutputLock(answers_path(out_dir, set_name, "x").parent, job)
+
+
 def main(argv=None) -> int:
     from eval.cli import names, parse
 
     args, client_config = parse((AnswersArgs, ClientConfig), argv)
+    client_config.validate()
+    args.seed = checks.number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
+    args.batch_size = checks.number("--batch-size", args.batch_size, minimum=1, maximum=4096, integer=True)
+    args.limit = checks.number("--limit", args.limit, minimum=1, integer=True, allow_none=True)
+    args.openai_max_tokens = checks.number(
+        "--openai-max-tokens", args.openai_max_tokens, minimum=1, maximum=1_000_000, integer=True
+    )
     variants = names(args.variants)
     if not variants:
         raise ViChatError("--variants is empty: name at least one variant (e.g. reference,Bloomz-Chat)")
     eval_set = load_eval_set(args.set)
     settings = paper_settings(args.seed)
     generators = _generators(variants, eval_set, args, client_config)  # every name checked before any work
-    for variant in variants:
-        generator, extra = generators[variant]
-        added = generate_answers(
-            eval_set, variant, generator, args.out_dir, settings,
-            batch_size=args.batch_size, limit=args.limit, extra_settings=extra,
-        )  # fmt: skip
-        path = answers_path(args.out_dir, eval_set.name, variant)
-        print(f"{variant}: {added} new answers, {len(read_answers(path))} in {path}")
+    with lock_for(args.out_dir, eval_set.name):
+        for variant in variants:
+            generator, extra = generators[variant]
+            added = generate_answers(
+                eval_set, variant, generator, args.out_dir, settings,
+                batch_size=args.batch_size, limit=args.limit, extra_settings=extra,
+            )  # fmt: skip
+            path = answers_path(args.out_dir, eval_set.name, variant)
+            print(f"{variant}: {added} new answers, {len(read_answers(path))} in {path}")
     return 0
 
 
 if __name__ == "__main__":
-    from eval.cli import run
+    from vichat.cli import run
 
     raise SystemExit(run(main))

@@ -2,8 +2,11 @@
 
 Two layers of retries, both deliberate: the ``openai`` client's own (``max_retries``, quick, honours
 Retry-After) and ours on top (``retries`` with doubling ``backoff``) for rate limits and outages that last
-longer. When both are spent the caller gets :class:`JudgeUnavailableError` and stops cleanly. The API key
-never leaves this module in a message: every error text is scrubbed of it.
+longer. A 200 that is not a chat completion (an HTML page, a cut or non-JSON body, no choices) is retried
+the same way: proxies and overloaded servers send those for a while. When the retries are spent the caller
+gets :class:`JudgeUnavailableError` and stops cleanly. The API key never leaves this module in a message:
+every error text is scrubbed of it. :func:`normalise_endpoint` gives the one spelling of a base URL that
+caches key their entries by, so verdicts from one server are never taken for another's.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from vichat.errors import ViChatError
+from vichat import checks
+from vichat.errors import SettingsError, ViChatError
 
 KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -47,6 +52,32 @@ class Stopped(Exception):
     """Another worker stopped the run while this one waited to retry."""
 
 
+class _Malformed(Exception):
+    """A 200 whose body is not a usable chat completion; retried like an outage."""
+
+
+def normalise_endpoint(url: str) -> str:
+    """The one spelling of a base URL: scheme and host lower-cased, default port, credentials, query and
+    trailing slashes dropped (``HTTP://User:pw@Host:80/v1/`` -> ``http://host/v1``). Verdicts are cached
+    under it, so it must name the server, and never hold a secret."""
+    text = (url or "").strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"--base-url must be an http(s) URL such as {DEFAULT_BASE_URL} (got {text[:200]!r})"
+        )
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[scheme]
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
 @dataclass
 class ClientConfig:
     """Where the endpoint is and how hard to try. CLI flags; the key and URL also come from the environment."""
@@ -71,6 +102,23 @@ class ClientConfig:
     @property
     def endpoint(self) -> str:
         return self.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+    @property
+    def normalised_endpoint(self) -> str:
+        """:func:`normalise_endpoint` of :attr:`endpoint` (a SettingsError when it is not an http(s) URL)."""
+        return normalise_endpoint(self.endpoint)
+
+    def validate(self) -> ClientConfig:
+        """Check every number (a SettingsError naming the flag) and the URL; return self."""
+        self.timeout = checks.number("--timeout", self.timeout, above=0, maximum=86400)
+        self.max_retries = checks.number(
+            "--max-retries", self.max_retries, minimum=0, maximum=100, integer=True
+        )
+        self.retries = checks.number("--retries", self.retries, minimum=0, maximum=100, integer=True)
+        self.backoff = checks.number("--backoff", self.backoff, minimum=0, maximum=3600)
+        self.max_backoff = checks.number("max_backoff", self.max_backoff, minimum=0, maximum=3600)
+        self.normalised_endpoint  # noqa: B018  (raises on a bad URL)
+        return self
 
     def key(self) -> str:
         key = self.api_key or os.environ.get(KEY_ENV, "")
@@ -112,12 +160,26 @@ def _retry_after(error) -> float | None:
 
 
 def _describe(error) -> str:
+    if isinstance(error, _Malformed):
+        return str(error)
     status = _status(error)
     if status == 429:
         return "rate limit (HTTP 429)"
     if status is not None:
         return f"HTTP {status}"
-    return "timeout" if "Timeout" in type(error).__name__ else "connection error"
+    if "Timeout" in type(error).__name__:
+        return "timeout"
+    cause = error.__cause__ or error.__context__
+    if cause is not None and type(cause).__name__ == "TooManyRedirects":
+        return "a redirect loop (too many redirects)"
+    return "connection error"
+
+
+def _kind_of_body(text: str) -> str:
+    head = text.lstrip()[:200].lower()
+    if head.startswith(("<!doctype", "<html", "<")):
+        return "an HTML page"
+    return "a body that is not JSON, or is cut off"
 
 
 class ChatClient:
@@ -126,9 +188,10 @@ class ChatClient:
     def __init__(self, config: ClientConfig):
         import openai
 
-        self.config = config
+        self.config = config.validate()
         key = config.key()
         self._secrets = (key,)
+        self.endpoint = self.scrub(config.normalised_endpoint)  # what verdicts are keyed by, and messages say
         self._openai = openai
         self._client = openai.OpenAI(
             api_key=key, base_url=config.endpoint, timeout=config.timeout, max_retries=config.max_retries
@@ -162,24 +225,24 @@ class ChatClient:
             wait = None
             try:
                 response = self._client.chat.completions.create(model=model, messages=messages, **extra)
+                return self._completion(response)
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status not in RETRYABLE_STATUS and status < 500:
                     message = self.scrub(str(getattr(e, "message", "") or e))[:300]
                     raise JudgeRequestError(
-                        f"{cfg.endpoint} refused the request (HTTP {status}): {message}",
+                        f"{self.endpoint} refused the request (HTTP {status}): {message}",
                         fatal=status not in PER_REQUEST_STATUS,
                     ) from None
                 last, wait = e, _retry_after(e)
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 last = e
-            except (openai.APIError, ValueError) as e:  # a 200 whose body is not a chat completion
-                raise JudgeRequestError(
-                    f"{cfg.endpoint} sent a response that is not a chat completion: {self.scrub(str(e))[:200]}",
-                    fatal=False,
-                ) from None
-            else:
-                return self._completion(response)
+            except _Malformed as e:
+                last = e
+            except (openai.APIError, ValueError, RecursionError) as e:  # a 200 whose body is not JSON
+                document = getattr(e, "doc", "")
+                kind = _kind_of_body(document if isinstance(document, str) else "")
+                last = _Malformed(f"{kind} instead of a chat completion")
             if attempt == cfg.retries:
                 break
             delay = min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.8, 1.2)
@@ -188,19 +251,37 @@ class ChatClient:
                 time.sleep(delay)
             elif stop.wait(delay):
                 raise Stopped()
-        tries = (cfg.retries + 1) * (cfg.max_retries + 1)
-        raise JudgeUnavailableError(
-            f"{cfg.endpoint} kept failing with {_describe(last)} after {tries} attempts "
-            f"(--max-retries {cfg.max_retries}, --retries {cfg.retries}, --timeout {cfg.timeout:g}s)"
-        )
+        if isinstance(last, _Malformed):
+            tries = cfg.retries + 1
+            flags = f"--retries {cfg.retries}"
+        else:
+            tries = (cfg.retries + 1) * (cfg.max_retries + 1)
+            flags = f"--max-retries {cfg.max_retries}, --retries {cfg.retries}, --timeout {cfg.timeout:g}s"
+        described = f"{self.endpoint} kept failing with {_describe(last)} after {tries} attempts ({flags})"
+        raise JudgeUnavailableError(self.scrub(described))
 
     def _completion(self, response) -> Completion:
+        """The text and usage of a chat completion; :class:`_Malformed` when the 200 is something else."""
+        if isinstance(response, str | bytes):
+            text = response.decode("utf-8", "replace") if isinstance(response, bytes) else response
+            raise _Malformed(f"{_kind_of_body(text)} instead of a chat completion")
         choices = getattr(response, "choices", None)
-        if not choices or not hasattr(choices[0], "message"):
-            raise JudgeRequestError(f"{self.config.endpoint} sent a response with no message", fatal=False)
+        if not isinstance(choices, list):
+            raise _Malformed("a response that is not a chat completion")
+        if not choices:
+            raise _Malformed("a chat completion with no choices")
+        message = getattr(choices[0], "message", None)
+        content = getattr(message, "content", None)
+        if message is None or not (content is None or isinstance(content, str)):
+            raise _Malformed("a chat completion with no message")
         usage = getattr(response, "usage", None)
+
+        def count(name: str) -> int:
+            value = getattr(usage, name, 0)
+            return value if isinstance(value, int) and 0 <= value < 10**12 else 0
+
         return Completion(
-            text=self.scrub(choices[0].message.content or ""),
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            text=self.scrub(content or ""),
+            prompt_tokens=count("prompt_tokens"),
+            completion_tokens=count("completion_tokens"),
         )

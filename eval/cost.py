@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from vichat.errors import ViChatError
+from vichat import checks
+from vichat.errors import SettingsError, ViChatError
 
 BYTES_PER_TOKEN = 3.0
 COMPLETION_TOKENS_PER_CALL = 250  # a score line and a paragraph of explanation
@@ -37,14 +38,15 @@ PRICES = MappingProxyType(
 def price_for(model: str, override: str | None = None) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens: ``override`` "IN,OUT", else the longest listed prefix of ``model``."""
     if override:
-        try:
-            inp, out = (float(v) for v in override.split(","))
-        except ValueError:
+        parts = override.split(",")
+        if len(parts) != 2:
             raise ViChatError(
                 f"--price must be 'IN,OUT' in USD per 1M tokens, e.g. 30,60; got {override!r}"
-            ) from None
-        if inp < 0 or out < 0:
-            raise ViChatError(f"--price must not be negative, got {override!r}")
+            )
+        try:
+            inp, out = (checks.number("--price", v, minimum=0, maximum=1e6) for v in parts)
+        except SettingsError as e:
+            raise SettingsError(f"{e}; --price is 'IN,OUT' in USD per 1M tokens, e.g. 30,60") from None
         return inp, out
     matches = [name for name in PRICES if model == name or model.startswith(name + "-")]
     return PRICES[max(matches, key=len)] if matches else None

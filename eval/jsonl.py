@@ -15,12 +15,41 @@ from pathlib import Path
 from vichat.errors import DataError
 
 
-def _parse(raw: bytes) -> dict | None:
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _whole_value(raw: bytes) -> bool:
+    """Whether ``raw`` is complete JSON of some kind (so not a write cut short)."""
     try:
-        record = json.loads(raw)
-    except ValueError:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _parse(raw: bytes) -> dict | None:
+    """One record, or None for anything that is not a clean JSON object: bad JSON or UTF-8, NaN/Infinity,
+    integers too long to read, nesting too deep, or lone surrogates (text no file can hold)."""
+    try:
+        record = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if b"\\u" in raw and has_lone_surrogate(record):
+        return None
+    return record
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -36,8 +65,12 @@ def read_records(path: str | Path) -> list[dict]:
             continue
         record = _parse(raw)
         if record is None:
-            if number == len(lines):  # after the final newline: a torn write
+            if number == len(lines) and not _whole_value(raw):  # after the final newline: a torn write
                 break
+            if raw.lstrip().startswith(b"["):
+                raise DataError(
+                    f"{path}:{number}: a JSON array, not JSON Lines: write one JSON object per line"
+                )
             raise DataError(f"{path}:{number}: not a JSON object; fix or delete this line")
         records.append(record)
     return records

@@ -10,25 +10,37 @@ Assistant 2. Head-to-head (``--pair A,B``): A against B, reported as wins/ties/l
 both presentation orders are judged and averaged unless ``--single-order`` (the paper's way).
 
 Every verdict is appended to ``<out-dir>/judgments/<set>/<judge>.jsonl`` as it arrives, keyed by a hash
-of (question id, question, the two answers, order, judge model, prompt version): a killed run resumes, a
-rerun makes zero calls, and a changed answer or prompt is judged afresh. A verdict whose scores cannot be
-read is kept with its raw text and reported (``--retry-unparsable`` asks again), never scored as zero.
+of (question id, question, the two answers, order, judge model, prompt version, judge endpoint): a killed
+run resumes, a rerun makes zero calls, a changed answer or prompt is judged afresh, and verdicts from one
+server (``--base-url``) are never reused for another that gives the same model name. An answer whose
+scores cannot be read is kept apart with its raw text and reported, never cached as a verdict nor scored
+as zero: a rerun asks again. The folder is locked while a run writes, so a second run on it stops at once
+instead of paying for every verdict twice. A run that leaves failed or unreadable verdicts exits 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from tqdm import tqdm
 
 from eval import cost
 from eval.answers import REFERENCE, answers_path, load_answers
-from eval.client import ChatClient, ClientConfig, JudgeRequestError, JudgeUnavailableError, Stopped
+from eval.client import (
+    ChatClient,
+    ClientConfig,
+    JudgeRequestError,
+    JudgeUnavailableError,
+    Stopped,
+    normalise_endpoint,
+)
 from eval.parse import parse_scores
 from eval.scoring import summarize, win_tie_loss
 from eval.sets import EvalSet, load_eval_set
@@ -44,7 +56,9 @@ from eval.verdicts import (
     judgments_path,
     pending,
 )
+from vichat import checks
 from vichat.errors import ViChatError
+from vichat.files import OutputLock
 
 
 @dataclass
@@ -73,6 +87,7 @@ def judge_one(task: Task, client: ChatClient, judge_model: str, prompt: JudgePro
         "assistant_2": assistant_2,
         "judge_model": judge_model,
         "prompt_version": prompt.version,
+        "endpoint": task.endpoint,
         "scores": list(scores) if scores else None,
         "raw": reply.text,
         "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens},
@@ -92,14 +107,20 @@ def run_judgments(
 ) -> RunResult:
     """Judge ``todo`` with at most ``concurrency`` requests in flight, saving each verdict as it arrives.
 
-    A request the endpoint rejects on its own (HTTP 400) is reported in ``failed``. When the endpoint is
-    out of reach after every retry, or refuses all requests (bad key, unknown model), the run stops: no new
-    request starts, those in flight finish and are saved, and the error is raised.
+    Each verdict is keyed by the judge that really gave it: a task planned for another endpoint, model or
+    prompt is re-keyed for ``client``'s (and skipped when that judge's verdict is cached already).
+    A request the endpoint rejects on its own (HTTP 400) is reported in ``failed``; an answer with no
+    readable scores in ``unparsable`` (kept apart, not cached). When the endpoint is out of reach after
+    every retry, keeps sending garbage, or refuses all requests (bad key, unknown model), the run stops: no
+    new request starts, those in flight finish and are saved, and the error is raised.
     """
+    concurrency = checks.number("--concurrency", concurrency, minimum=1, maximum=1024, integer=True)
+    endpoint = getattr(client, "endpoint", None) or normalise_endpoint(client.config.endpoint)
+    todo = pending([t.for_judge(endpoint, judge_model, prompt.version) for t in todo], cache)
     result = RunResult()
     stop = threading.Event()
     fatal: ViChatError | None = None
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="judge")
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
 
     def work(task: Task) -> dict | None:
         if stop.is_set():
@@ -211,14 +232,16 @@ class JudgeArgs:
     reference: str = field(
         default=REFERENCE, metadata={"help": "the reference assistant's answers (variant name)"}
     )
-    judge_model: str = "gpt-4"
+    judge_model: str = field(default="gpt-4", metadata={"help": "the judge model's name at the endpoint"})
     single_order: bool = field(default=False, metadata={"help": "the paper's way: one order only"})
     concurrency: int = 8
     dry_run: bool = field(default=False, metadata={"help": "print the plan and cost estimate, call nothing"})
     max_calls: int | None = field(
         default=None, metadata={"help": "stop after this many calls (rerun continues)"}
     )
-    retry_unparsable: bool = False
+    retry_unparsable: bool = field(
+        default=False, metadata={"help": "kept for old scripts: unparsable answers are always asked again"}
+    )
     price: str | None = field(default=None, metadata={"help": "IN,OUT USD per 1M tokens for the judge model"})
     out_dir: str = "runs/eval"
 
@@ -268,9 +291,11 @@ def plan(
     retry_unparsable: bool = False,
     price: tuple[float, float] | None = None,
     stand_in: bool = False,
+    endpoint: str | None = None,
 ) -> JudgePlan:
     """The tasks for ``comparisons`` on ``eval_set`` from the answers in ``out_dir``, checked against the cache.
 
+    ``endpoint``: the judge's base URL the verdicts must come from (None: $OPENAI_BASE_URL, else OpenAI).
     ``stand_in``: for an estimate before answering, a question a variant has not answered yet counts with the
     reference answer in its place (about as long), instead of being left out.
     """
@@ -278,30 +303,52 @@ def plan(
     sides = {side for c in comparisons for side in c}
     answers = {v: _answers(out_dir, eval_set, v, stand_in) for v in sides}
     orders = (FORWARD,) if single_order else (FORWARD, SWAPPED)
-    tasks, lacking = build_tasks(eval_set, answers, comparisons, orders, judge_model, prompt.version)
+    tasks, lacking = build_tasks(
+        eval_set, answers, comparisons, orders, judge_model, prompt.version, endpoint=endpoint
+    )
     cache = JudgmentCache(judgments_path(out_dir, eval_set.name, judge_model))
     todo = pending(tasks, cache, retry_unparsable)
     return JudgePlan(eval_set, comparisons, orders, judge_model, prompt, price, tasks, lacking, cache, todo)
+
+
+def lock_for(out_dir: str | Path, set_name: str, job: str = "eval.judge") -> OutputLock:
+    """The lock a judge run holds on ``<out-dir>/judgments/<set>`` (the UI should hold it too)."""
+    return OutputLock(judgments_path(out_dir, set_name, "x").parent, job)
 
 
 def main(argv=None) -> int:
     from eval.cli import parse
 
     args, client_config = parse((JudgeArgs, ClientConfig), argv)
+    client_config.validate()
+    args.concurrency = checks.number("--concurrency", args.concurrency, minimum=1, maximum=1024, integer=True)
+    args.max_calls = checks.number("--max-calls", args.max_calls, minimum=0, integer=True, allow_none=True)
+    if not args.judge_model.strip():
+        raise ViChatError("--judge-model is empty: name the judge model, e.g. --judge-model gpt-4")
     if not args.dry_run:
         client_config.key()  # a missing key is said before any work
-    if args.concurrency < 1 or (args.max_calls is not None and args.max_calls < 0):
-        raise ViChatError("--concurrency must be at least 1 and --max-calls at least 0")
     comparisons, head_to_head = comparisons_for(args.variants, args.pair, args.reference)
     price = cost.price_for(args.judge_model, args.price)
     eval_set = load_eval_set(args.set)
+    with contextlib.ExitStack() as stack:
+        if not args.dry_run:  # a dry run writes nothing, so it may look while a run goes on
+            stack.enter_context(lock_for(args.out_dir, eval_set.name))
+        return _judge(args, client_config, eval_set, comparisons, head_to_head, price)
+
+
+def _judge(args, client_config, eval_set, comparisons, head_to_head, price) -> int:
     p = plan(
         eval_set, comparisons, args.out_dir, args.judge_model,
-        single_order=args.single_order, retry_unparsable=args.retry_unparsable, price=price,
+        single_order=args.single_order, price=price, endpoint=client_config.endpoint,
     )  # fmt: skip
     capped = p.capped(args.max_calls)
 
     for (first, second), n in p.lacking.items():
+        if n == len(eval_set):
+            raise ViChatError(
+                f"no question of the {eval_set.name} set has answers from both {first} and {second}: run "
+                f"python -m eval.answers --variants {first},{second} --set {args.set} first"
+            )
         if n:
             print(
                 f"note: {n} of {len(eval_set)} questions lack an answer from {first} or {second}; judging the rest"
@@ -309,7 +356,7 @@ def main(argv=None) -> int:
     print(
         f"{eval_set.name}: {len(p.tasks)} verdicts wanted ({_count(len(comparisons), 'comparison')} x "
         f"{_count(len(p.orders), 'order')}), {len(p.tasks) - len(p.todo)} cached, {len(p.todo)} to ask "
-        f"{client_config.endpoint} (prompt {p.prompt.version})"
+        f"{client_config.normalised_endpoint} (prompt {p.prompt.version})"
     )
     print("estimate: " + p.estimate(args.max_calls).describe(args.judge_model))
     if args.dry_run:
@@ -333,10 +380,18 @@ def main(argv=None) -> int:
         print(
             f"stopped after {len(capped)} calls (--max-calls); {len(p.todo) - len(capped)} left: run again to continue"
         )
+    if result.failed or result.unparsable:
+        print(
+            f"incomplete: {_count(len(result.failed), 'request')} failed and "
+            f"{_count(len(result.unparsable), 'answer')} had no readable scores, of {len(capped)} asked; "
+            "none of them was cached: run the same command again to ask them again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    from eval.cli import run
+    from vichat.cli import run
 
     raise SystemExit(run(main))

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,9 @@ from tqdm import tqdm
 from eval.answers import OPENAI_PREFIX, REFERENCE, file_name, load_answers
 from eval.jsonl import JsonlAppender, read_records
 from eval.sets import EvalSet, load_eval_set
-from vichat.errors import ViChatError
+from vichat import checks
+from vichat.errors import DataError, ViChatError
+from vichat.files import OutputLock
 
 TOTAL = "Total"
 
@@ -60,9 +64,23 @@ def nll_path(out_dir: str | Path, set_name: str, variant: str) -> Path:
 
 
 def read_nll(out_dir: str | Path, set_name: str, variant: str) -> dict[str, float]:
-    return {
-        r["id"]: float(r["nll"]) for r in read_records(nll_path(out_dir, set_name, variant)) if "nll" in r
-    }
+    path = nll_path(out_dir, set_name, variant)
+    out: dict[str, float] = {}
+    for number, record in enumerate(read_records(path), start=1):
+        if "nll" not in record:
+            continue
+        value = record["nll"]
+        if (
+            not isinstance(record.get("id"), str)
+            or not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise DataError(
+                f"{path}: record {number} needs a string 'id' and a finite number 'nll'; fix or delete it"
+            )
+        out[record["id"]] = float(value)
+    return out
 
 
 def has_nll(variant: str) -> bool:
@@ -80,6 +98,7 @@ def compute_nll(
     progress: bool = True,
 ) -> int:
     """Score the references not yet scored for ``variant``; returns how many were added."""
+    batch_size = checks.number("--batch-size", batch_size, minimum=1, maximum=4096, integer=True)
     done = read_nll(out_dir, eval_set.name, variant)
     todo = [q for q in eval_set.questions if q.id not in done]
     if not todo:
@@ -90,9 +109,15 @@ def compute_nll(
     ):
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            values = scorer.nll(variant, [q.question for q in batch], [q.reference for q in batch])
+            got = scorer.nll(variant, [q.question for q in batch], [q.reference for q in batch])
+            values = [float(v) for v in got]
+            if len(values) != len(batch) or not all(math.isfinite(v) for v in values):
+                raise ViChatError(
+                    f"{variant}: the NLL of a batch is not {len(batch)} finite numbers ({values[:4]}); "
+                    "nothing of this batch was saved"
+                )
             for q, value in zip(batch, values, strict=True):
-                out.write({"id": q.id, "variant": variant, "nll": float(value)})
+                out.write({"id": q.id, "variant": variant, "nll": value})
             bar.update(len(batch))
     return len(todo)
 
@@ -124,14 +149,19 @@ def main(argv=None) -> int:
     from eval.cli import names, parse
 
     (args,) = parse(OfflineArgs, argv)
+    args.batch_size = checks.number("--batch-size", args.batch_size, minimum=1, maximum=4096, integer=True)
     variants = names(args.variants)
     if not variants:
         raise ViChatError("--variants is empty")
     eval_set = load_eval_set(args.set)
-    chrf = {
-        v: by_category(eval_set, chrf_scores(eval_set, load_answers(args.out_dir, eval_set, v)))
-        for v in variants
-    }
+    answers = {v: load_answers(args.out_dir, eval_set, v) for v in variants}
+    for variant, found in answers.items():
+        if not found:
+            raise ViChatError(
+                f"{variant} has no answers to the {eval_set.name} set in {args.out_dir}: run "
+                f"python -m eval.answers --variants {variant} --set {args.set} first"
+            )
+    chrf = {v: by_category(eval_set, chrf_scores(eval_set, found)) for v, found in answers.items()}
     print(f"chrF against the references ({eval_set.name}):\n{format_table(eval_set, chrf)}")
     if args.nll:
         from vichat.registry import Registry
@@ -140,8 +170,12 @@ def main(argv=None) -> int:
         local = [v for v in variants if has_nll(v)]
         for variant in local:
             registry.variant(variant)
-        for variant in local:
-            compute_nll(eval_set, variant, registry, args.out_dir, batch_size=args.batch_size)
+        with contextlib.ExitStack() as stack:
+            if local:
+                folder = nll_path(args.out_dir, eval_set.name, "x").parent
+                stack.enter_context(OutputLock(folder, "eval.offline"))
+            for variant in local:
+                compute_nll(eval_set, variant, registry, args.out_dir, batch_size=args.batch_size)
     nll = {v: by_category(eval_set, read_nll(args.out_dir, eval_set.name, v)) for v in variants if has_nll(v)}
     nll = {v: scores for v, scores in nll.items() if scores[TOTAL] is not None}
     if nll:
@@ -150,6 +184,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from eval.cli import run
+    from vichat.cli import run
 
     raise SystemExit(run(main))

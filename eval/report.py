@@ -7,22 +7,37 @@ Reads the answers (eval.answers) and the cached verdicts (eval.judge); calls not
 judge scores per category vs the reference (=100) with the sample-weighted Total (the paper's) and the
 ratio-of-sums, the paper's figures, head-to-head win rates for every pair judged with ``--pair``, and the
 offline chrF / NLL figures (eval.offline). Verdicts in both orders are averaged where both exist.
+
+Verdicts are those of one judge endpoint (``--base-url``, else the only endpoint the cache holds verdicts
+from, else $OPENAI_BASE_URL or OpenAI), and the report names it. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from types import MappingProxyType
 
 from eval.answers import REFERENCE, answers_path, load_answers, read_answers
+from eval.client import normalise_endpoint
 from eval.offline import TOTAL, by_category, chrf_scores, has_nll, read_nll
 from eval.scoring import Summary, WinTieLoss, summarize, weighted_total, win_tie_loss
 from eval.sets import GENERAL_CATEGORIES, MEDICAL_CATEGORY, EvalSet, load_eval_set
-from eval.verdicts import FORWARD, SWAPPED, JudgePrompt, JudgmentCache, build_tasks, collect, judgments_path
-from vichat.errors import ViChatError
+from eval.verdicts import (
+    FORWARD,
+    SWAPPED,
+    JudgePrompt,
+    JudgmentCache,
+    build_tasks,
+    collect,
+    default_endpoint,
+    judgments_path,
+)
+from vichat.errors import DataError, ViChatError
+from vichat.files import atomic_write_bytes, atomic_write_text, refuse_overwriting_inputs
 
 # The paper's Tables III and IV (score vs ChatGPT = 100), as printed. Its Bloomz Total of 44.26 does not
 # follow from its own rows, which give 43.64 (see PAPER_ROWS_TOTAL).
@@ -73,6 +88,7 @@ class ReportData:
     nll: dict[str, dict[str, float | None]] = field(default_factory=dict)
     unparsable: int = 0
     notes: list[str] = field(default_factory=list)
+    endpoint: str = ""
 
     def paper_columns(self) -> dict[str, dict[str, float]]:
         """The paper's figures for the categories this set has."""
@@ -96,6 +112,24 @@ def discover_variants(out_dir: str | Path, eval_set: EvalSet, reference: str) ->
     return sorted(found)
 
 
+def choose_endpoint(cache: JudgmentCache, endpoint: str | None) -> str:
+    """The judge endpoint whose verdicts to report: ``endpoint`` when given, else the only one the cache
+    holds verdicts from, else the default (and a clear error when the cache holds several to choose from)."""
+    if endpoint is not None and str(endpoint).strip():
+        return normalise_endpoint(endpoint)
+    found = cache.endpoints()
+    if len(found) == 1:
+        return next(iter(found))
+    default = default_endpoint()
+    if len(found) > 1 and default not in found:
+        listed = ", ".join(f"{e} ({n})" for e, n in found.most_common())
+        raise ViChatError(
+            f"{cache.path} holds verdicts from several judge endpoints: {listed}; "
+            "pass --base-url to choose one"
+        )
+    return default
+
+
 def build_report(
     eval_set: EvalSet,
     variants: list[str],
@@ -103,22 +137,28 @@ def build_report(
     judge_model: str = "gpt-4",
     reference: str = REFERENCE,
     single_order: bool = False,
+    endpoint: str | None = None,
 ) -> ReportData:
+    """Everything the report shows. ``endpoint``: whose verdicts (see :func:`choose_endpoint`)."""
     data = ReportData(eval_set, variants, judge_model)
     answers = {}
     for variant in [reference, *variants]:
         try:
             answers[variant] = load_answers(out_dir, eval_set, variant)
+        except DataError:  # a broken answers file is an error, not a missing variant
+            raise
         except ViChatError as e:
             data.notes.append(str(e))
     prompt = JudgePrompt.load()
     cache = JudgmentCache(judgments_path(out_dir, eval_set.name, judge_model))
+    where = data.endpoint = choose_endpoint(cache, endpoint)
     orders = (FORWARD,) if single_order else (FORWARD, SWAPPED)
     have = [v for v in variants if v in answers]
     if reference in answers:
         tasks, _ = build_tasks(
-            eval_set, answers, [(reference, v) for v in have], orders, judge_model, prompt.version
-        )
+            eval_set, answers, [(reference, v) for v in have], orders, judge_model, prompt.version,
+            endpoint=where,
+        )  # fmt: skip
         collected = collect(tasks, cache)
         data.unparsable += len(collected.unparsable)
         for (_, variant), pairs in collected.pairs.items():
@@ -127,7 +167,9 @@ def build_report(
     for a, b in combinations(have, 2):
         best = None
         for first, second in ((a, b), (b, a)):
-            tasks, _ = build_tasks(eval_set, answers, [(first, second)], orders, judge_model, prompt.version)
+            tasks, _ = build_tasks(
+                eval_set, answers, [(first, second)], orders, judge_model, prompt.version, endpoint=where
+            )
             pairs = collect(tasks, cache).pairs.get((first, second), [])
             if pairs and (best is None or len(pairs) > best[2].n):
                 best = (first, second, win_tie_loss(pairs))
@@ -140,6 +182,11 @@ def build_report(
             nll = by_category(eval_set, read_nll(out_dir, eval_set.name, variant))
             if nll[TOTAL] is not None:
                 data.nll[variant] = nll
+    others = sorted(e for e in cache.endpoints() if e != where)
+    if others and not data.summaries:
+        data.notes.append(
+            f"no verdicts from {where}; the cache has verdicts from {', '.join(others)} (pass --base-url)"
+        )
     return data
 
 
@@ -181,7 +228,8 @@ def markdown(data: ReportData, chart: Path | None) -> str:
     es = data.eval_set
     lines = [f"# ViChat evaluation: {es.name} set ({len(es)} questions)", ""]
     lines += [
-        f"Judge: {data.judge_model}, pairwise against the reference answers (= 100); a question scores "
+        f"Judge: {data.judge_model}{f' at {data.endpoint}' if data.endpoint else ''}, pairwise against the "
+        "reference answers (= 100); a question scores "
         "model / reference, a category 100 x the mean of its questions, Total the same mean over all "
         "questions (sample-weighted, as in the paper). Ratio of sums: 100 x sum(model) / sum(reference).",
         "",
@@ -277,27 +325,41 @@ def write_chart(data: ReportData, path: Path) -> Path | None:
     ax.set_title(f"{data.eval_set.name} set, judge {data.judge_model}: ours solid, the paper's hatched")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, image.getvalue())
     return path
 
 
+def report_paths(data: ReportData, report_dir: str | Path) -> dict[str, Path]:
+    report_dir, name = Path(report_dir), data.eval_set.name
+    kinds = (("markdown", "md"), ("csv", "csv"), ("chart", "png"))
+    return {kind: report_dir / f"{name}.{ext}" for kind, ext in kinds}
+
+
 def write_report(data: ReportData, report_dir: str | Path) -> dict[str, Path]:
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    name = data.eval_set.name
-    chart = write_chart(data, report_dir / f"{name}.png")
-    md = report_dir / f"{name}.md"
-    md.write_text(markdown(data, chart), encoding="utf-8")
-    table = report_dir / f"{name}.csv"
-    with table.open("w", newline="", encoding="utf-8") as fh:
-        rows = (
-            main_table(data)
-            if data.summaries
-            else [["category", "n"]] + [[c, str(n)] for c, n in data.eval_set.counts().items()]
-        )
-        csv.writer(fh).writerows(rows)
+    """Write the markdown, the csv table and the chart, each atomically; never over the eval set file."""
+    paths = report_paths(data, report_dir)
+    if data.eval_set.path is not None:
+        refuse_overwriting_inputs(paths.values(), [data.eval_set.path], "--report-dir")
+    for path in paths.values():
+        if path.is_dir():
+            raise ViChatError(f"{path} is a folder: choose another --report-dir")
+    chart = write_chart(data, paths["chart"])
+    md = paths["markdown"]
+    atomic_write_text(md, markdown(data, chart))
+    table = paths["csv"]
+    rows = (
+        main_table(data)
+        if data.summaries
+        else [["category", "n"]] + [[c, str(n)] for c, n in data.eval_set.counts().items()]
+    )
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    atomic_write_text(table, buffer.getvalue())
     out = {"markdown": md, "csv": table}
     if chart is not None:
         out["chart"] = chart
@@ -310,6 +372,10 @@ class ReportArgs:
     variants: str | None = field(default=None, metadata={"help": "default: every variant with answers"})
     reference: str = REFERENCE
     judge_model: str = "gpt-4"
+    base_url: str | None = field(
+        default=None,
+        metadata={"help": "the judge endpoint whose verdicts to report (default: the only one cached)"},
+    )
     single_order: bool = field(
         default=False, metadata={"help": "use only reference-first verdicts (the paper)"}
     )
@@ -323,7 +389,10 @@ def main(argv=None) -> int:
     (args,) = parse(ReportArgs, argv)
     eval_set = load_eval_set(args.set)
     variants = names(args.variants) or discover_variants(args.out_dir, eval_set, args.reference)
-    data = build_report(eval_set, variants, args.out_dir, args.judge_model, args.reference, args.single_order)
+    data = build_report(
+        eval_set, variants, args.out_dir, args.judge_model, args.reference, args.single_order,
+        endpoint=args.base_url,
+    )  # fmt: skip
     written = write_report(data, args.report_dir or Path(args.out_dir) / "report")
     print(written["markdown"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -331,6 +400,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from eval.cli import run
+    from vichat.cli import run
 
     raise SystemExit(run(main))

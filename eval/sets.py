@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from eval.jsonl import has_lone_surrogate
+from vichat import checks
 from vichat.errors import DataError, ViChatError
+from vichat.files import atomic_writer, refuse_overwriting_inputs
 from vichat.paths import ASSETS
 
 EVAL_DIR = ASSETS / "eval"
@@ -91,10 +94,18 @@ def set_name(name_or_path: str | Path) -> str:
 
 def resolve(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
+    known = ", ".join(BUILTIN)
+    if not text.strip():
+        raise EvalSetUnavailableError(f"--set is empty: use one of {known} or a JSONL file path")
     path = BUILTIN.get(text, Path(text))
+    if path.is_dir():
+        raise EvalSetUnavailableError(
+            f"eval set {text!r} is a folder: give a JSONL file in it (one question per line), or one of {known}"
+        )
     if not path.exists():
-        known = ", ".join(BUILTIN)
         raise EvalSetUnavailableError(f"eval set {text!r} not found: use one of {known} or a JSONL file path")
+    if not path.is_file():
+        raise EvalSetUnavailableError(f"eval set {text!r} is not a regular file: give a JSONL file path")
     return path
 
 
@@ -108,11 +119,21 @@ def parse_lines(lines, source: str) -> list[Question]:
             continue
         where = f"{source}:{number}"
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise DataError(f"{where}: not valid JSON (nested too deeply)") from None
+        except ValueError as e:  # an integer too long to read, NaN / Infinity
+            raise DataError(f"{where}: not valid JSON ({e})") from None
+        if isinstance(row, list) and number == 1:
+            raise DataError(
+                f"{where}: a JSON array, not JSON Lines: write one object per line ({', '.join(FIELDS)})"
+            )
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object with fields {', '.join(FIELDS)}")
+        if has_lone_surrogate(row):
+            raise DataError(f"{where}: holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
         for name in FIELDS:
             value = row.get(name)
             if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
@@ -132,14 +153,28 @@ def parse_lines(lines, source: str) -> list[Question]:
     return questions
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_utf8(data: bytes, source: str) -> str:
+    """``data`` as UTF-8 text; a DataError naming the line otherwise (UTF-16 is named as such)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
+        raise DataError(f"{source}:1: UTF-16 text (or binary), not UTF-8: save the file as UTF-8")
+    try:
+        return data.decode("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{source}:{line}: not UTF-8 text ({e.reason}): save the file as UTF-8") from None
+
+
 def load_eval_set(name_or_path: str | Path) -> EvalSet:
     """A built-in set (``general``, ``medical``) or a JSONL file in the same format."""
     path = resolve(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
-    return EvalSet(set_name(name_or_path), path, tuple(parse_lines(text.splitlines(), str(path))))
+    text = decode_utf8(path.read_bytes(), str(path))
+    # split on newlines only: str.splitlines would also split inside a line on \x1c, \u2028 and the like
+    lines = text.replace("\r\n", "\n").split("\n")
+    return EvalSet(set_name(name_or_path), path, tuple(parse_lines(lines, str(path))))
 
 
 def load_icliniq(n: int = 100, seed: int = 0, reference_field: str = "answer_chatgpt") -> EvalSet:
@@ -174,9 +209,9 @@ def load_icliniq(n: int = 100, seed: int = 0, reference_field: str = "answer_cha
 
 
 def write_eval_set(eval_set: EvalSet, path: str | Path) -> Path:
+    """Write the set as JSONL, atomically (a crash leaves the old file or the new one, never half)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    with atomic_writer(path) as fh:
         for q in eval_set.questions:
             row = {"id": q.id, "category": q.category, "question": q.question, "reference": q.reference}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -196,8 +231,14 @@ def main(argv=None) -> int:
 
     (args,) = parse(SetsArgs, argv)
     if args.icliniq is not None:
-        sample = load_icliniq(args.icliniq, args.seed)
-        out = write_eval_set(sample, args.out or f"runs/eval/sets/{sample.name}.jsonl")
+        n = checks.number("--icliniq", args.icliniq, minimum=1, maximum=1_000_000, integer=True)
+        seed = checks.number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
+        out_path = Path(args.out or f"runs/eval/sets/icliniq{n}-seed{seed}.jsonl")
+        if out_path.is_dir():
+            raise ViChatError(f"--out {out_path} is a folder: give a file path for the sample")
+        refuse_overwriting_inputs([out_path], [p for p in BUILTIN.values() if p.exists()], "--out")
+        sample = load_icliniq(n, seed)
+        out = write_eval_set(sample, out_path)
         print(f"wrote {len(sample)} iCliniq questions to {out}")
         return 0
     eval_set = load_eval_set(args.set)
@@ -208,6 +249,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from eval.cli import run
+    from vichat.cli import run
 
     raise SystemExit(run(main))

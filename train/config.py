@@ -3,26 +3,101 @@
     python -m train.lora --config train/configs/gemma-chat.yaml [--learning_rate 1e-4 ...]
 
 A preset holds three groups of fields: :class:`ModelArguments`, :class:`DataArguments` and
-transformers' ``TrainingArguments`` (output_dir, num_train_epochs, learning_rate, ...). Unknown keys and
-out-of-range values are errors that name the key before any training starts.
+transformers' ``TrainingArguments`` (output_dir, num_train_epochs, learning_rate, ...).
+
+Everything a user can get wrong is caught here, before a model loads, with a message that names the file or
+the flag: a preset that is not UTF-8, not YAML or not a mapping, unknown keys, and every numeric setting (NaN,
+zero, negative, out of range, a total batch the micro-batch does not divide). The numeric bounds live in one
+table, :data:`BOUNDS`, checked through :mod:`vichat.checks`. :func:`parse` is the one entry point: the CLI and
+the app's Train tab both call it (the tab through :func:`validate`) on the same argument list.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from vichat.errors import ViChatError
+from vichat.checks import number
+from vichat.errors import SettingsError
 from vichat.paths import MODELS_YAML
 from vichat.prompts import template_names
 
 
-class PresetError(ViChatError):
-    pass
+class PresetError(SettingsError):
+    """A preset file or a training flag is wrong; the message names it and says the fix."""
+
+
+# The numeric settings and their ranges (vichat.checks.number bounds). ``steps`` marks the Trainer's
+# "a step count, or a fraction of the run below 1" fields: above 1 they must be whole.
+_STEPS = {"above": 0, "maximum": 10**9, "steps": True}
+BOUNDS: dict[str, dict[str, Any]] = {
+    # ModelArguments
+    "lora_r": {"minimum": 1, "maximum": 4096, "integer": True},
+    "lora_alpha": {"minimum": 1, "maximum": 65536, "integer": True},
+    "lora_dropout": {"minimum": 0, "below": 1},
+    # DataArguments
+    "validation_fraction": {"minimum": 0, "maximum": 0.5},
+    "max_length": {"minimum": 16, "maximum": 131072, "integer": True},
+    "max_train_samples": {"minimum": 1, "maximum": 10**9, "integer": True, "allow_none": True},
+    "total_batch_size": {"minimum": 1, "maximum": 65536, "integer": True},
+    # TrainingArguments
+    "learning_rate": {"above": 0, "maximum": 10},
+    "per_device_train_batch_size": {"minimum": 1, "maximum": 65536, "integer": True},
+    "per_device_eval_batch_size": {"minimum": 1, "maximum": 65536, "integer": True},
+    "gradient_accumulation_steps": {"minimum": 1, "maximum": 65536, "integer": True},
+    "num_train_epochs": {"above": 0, "maximum": 10**6},
+    "max_steps": {"minimum": -1, "maximum": 10**9, "integer": True},
+    "warmup_steps": {"minimum": 0, "maximum": 10**9, "steps": True},
+    "warmup_ratio": {"minimum": 0, "below": 1, "allow_none": True},
+    "save_steps": _STEPS,
+    "eval_steps": {**_STEPS, "allow_none": True},
+    "logging_steps": _STEPS,
+    "save_total_limit": {"minimum": 1, "maximum": 10**6, "integer": True, "allow_none": True},
+    "weight_decay": {"minimum": 0, "maximum": 10},
+    "max_grad_norm": {"minimum": 0, "maximum": 10**6},
+    "adam_beta1": {"minimum": 0, "below": 1},
+    "adam_beta2": {"minimum": 0, "below": 1},
+    "adam_epsilon": {"above": 0, "below": 1},
+    "seed": {"minimum": 0, "maximum": 2**32 - 1, "integer": True},
+    "data_seed": {"minimum": 0, "maximum": 2**32 - 1, "integer": True, "allow_none": True},
+    "dataloader_num_workers": {"minimum": 0, "maximum": 256, "integer": True},
+}
+
+LIST_KEYS = frozenset({"train_files", "validation_files", "target_modules"})
+
+
+def check_value(name: str, value: Any) -> Any:
+    """``value`` checked against :data:`BOUNDS` (returned converted); names without bounds pass as they are."""
+    bounds = dict(BOUNDS.get(name, {}))
+    if not bounds:
+        return value
+    steps = bounds.pop("steps", False)
+    value = number(name, value, **bounds)
+    if steps and value is not None and value > 1 and value != int(value):
+        raise SettingsError(
+            f"{name} must be a whole number of steps above 1, or a fraction of the run below 1 "
+            f"(got {value:g})"
+        )
+    if name == "max_steps" and value == 0:
+        raise SettingsError("max_steps must be -1 (no cap: num_train_epochs decides) or >= 1 (got 0)")
+    return value
+
+
+def check_values(values: dict[str, Any], where: str = "") -> None:
+    """Every numeric setting in ``values`` within its range; ``where`` (a file) prefixes the message."""
+    for name, value in values.items():
+        try:
+            check_value(name, value)
+        except SettingsError as e:
+            raise PresetError(f"{where}: {e}" if where else str(e)) from None
 
 
 @dataclass
@@ -32,7 +107,9 @@ class ModelArguments:
     variant_name: str | None = field(default=None, metadata={"help": "name the adapter's variant gets"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (paper: 8)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (paper recipe: 16)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper recipe: 0.05)"})
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "LoRA dropout in [0, 1) (paper recipe: 0.05)"}
+    )
     target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "LoRA target modules; default by architecture (BLOOM query_key_value)"},
@@ -41,9 +118,7 @@ class ModelArguments:
     models_file: str = field(default=str(MODELS_YAML), metadata={"help": "variant file to resolve `base`"})
 
     def __post_init__(self) -> None:
-        _check("lora_r", self.lora_r, 1, 512)
-        _check("lora_alpha", self.lora_alpha, 1, 4096)
-        _check("lora_dropout", self.lora_dropout, 0.0, 0.9)
+        check_values(dataclasses.asdict(self))
         if self.template not in template_names():
             raise PresetError(f"template must be one of {', '.join(template_names())}, got {self.template!r}")
 
@@ -79,32 +154,103 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        _check("validation_fraction", self.validation_fraction, 0.0, 0.5)
-        _check("max_length", self.max_length, 16, 32768)
-        _check("total_batch_size", self.total_batch_size, 1, 65536)
-        if self.max_train_samples is not None:
-            _check("max_train_samples", self.max_train_samples, 1, 10**9)
+        check_values(dataclasses.asdict(self))
         if not self.train_files:
             raise PresetError("train_files is empty: name at least one JSONL file")
 
 
-def _check(name: str, value, low, high) -> None:
-    if not (low <= value <= high):
-        raise PresetError(f"{name} must be in [{low}, {high}], got {value!r}")
+def world_size() -> int:
+    """Processes of this run (torchrun/accelerate set WORLD_SIZE); a bad value is a setting error too."""
+    try:
+        return number("WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"), minimum=1, integer=True)
+    except SettingsError as e:
+        raise PresetError(f"environment variable {e}") from None
+
+
+def accumulation(total_batch_size: int, micro: int, devices: int) -> int:
+    """Gradient accumulation steps so that micro-batch x accumulation x devices = total batch."""
+    per_step = micro * devices
+    if total_batch_size % per_step:
+        lower = max(per_step, total_batch_size // per_step * per_step)
+        raise PresetError(
+            f"total_batch_size {total_batch_size} must be a multiple of per_device_train_batch_size {micro} x "
+            f"{devices} device(s) = {per_step}: set total_batch_size to {lower} or {lower + per_step}, or "
+            "change per_device_train_batch_size"
+        )
+    return total_batch_size // per_step
+
+
+# --------------------------------------------------------------------------- the preset file
+
+
+def read_preset(path: Path) -> dict[str, Any]:
+    """The settings of a YAML preset, or a PresetError naming the file and what to fix."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PresetError(f"preset {path}: no such file") from None
+    except IsADirectoryError:
+        raise PresetError(f"preset {path} is a folder; give a .yaml file") from None
+    except OSError as e:
+        raise PresetError(f"cannot read preset {path}: {e.strerror or e}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:4096]:
+        raise PresetError(f"preset {path} is UTF-16 (or binary), not UTF-8 text: save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PresetError(
+            f"preset {path} is not UTF-8 text (invalid byte at offset {e.start}): save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PresetError(
+            f"preset {path}: YAML syntax error{where}: {e.problem or e}; fix that line"
+        ) from None
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        raise PresetError(f"preset {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a string"}.get(type(data), type(data).__name__)
+        raise PresetError(f"preset {path} must be a mapping of `setting: value` lines, got {kind}")
+    return data
+
+
+def check_preset(data: dict[str, Any], path: Path, known: set[str]) -> None:
+    """Keys known, each value of a usable shape, numbers in range; the message names the file."""
+    unknown = [k for k in data if not isinstance(k, str) or k not in known]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), known, n=1) if isinstance(k, str) else []
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise PresetError(
+            f"preset {path}: unknown key(s) {', '.join(hints)}; see python -m train.lora --help for the settings"
+        )
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise PresetError(f"preset {path}: {key} must be a single value, not a mapping")
+        if isinstance(value, list) and key not in LIST_KEYS:
+            raise PresetError(f"preset {path}: {key} takes one value, not a list")
+        if isinstance(value, list) and any(isinstance(v, dict | list) or v is None for v in value):
+            raise PresetError(f"preset {path}: {key} must be a list of names or paths")
+    check_values(data, f"preset {path}")
 
 
 def _as_cli(data: dict) -> list[str]:
     args: list[str] = []
     for key, value in data.items():
-        args.append(f"--{key}")
+        if value is None:
+            continue
         if isinstance(value, list):
-            args.extend(str(v) for v in value)
+            args.extend([f"--{key}", *(str(v) for v in value)])
         elif isinstance(value, bool):
-            args.append("true" if value else "false")
-        elif value is None:
-            args.pop()
-        else:
-            args.append(str(value))
+            args.append(f"--{key}={'true' if value else 'false'}")
+        else:  # `--key=value`: a value that starts with "-" stays a value
+            args.append(f"--{key}={value}")
     return args
 
 
@@ -130,43 +276,68 @@ def _cpu_has_bf16() -> bool:
     return bool(check and check())
 
 
+class _Parser(HfArgumentParser):
+    """argparse's usage errors as a PresetError (one line), not a page of usage and SystemExit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise PresetError(f"{message} (see python -m train.lora --help)")
+
+
+def _take(argv: list[str], flag: str) -> str | None:
+    """Remove ``flag VALUE`` or ``flag=VALUE`` from argv; return VALUE (None when absent)."""
+    for i, a in enumerate(argv):
+        if a == flag:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise PresetError(f"{flag} needs a YAML file")
+            value = argv[i + 1]
+            del argv[i : i + 2]
+            return value
+        if a.startswith(flag + "="):
+            del argv[i]
+            return a.split("=", 1)[1]
+    return None
+
+
 def parse(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments, bool]:
-    """(model, data, training, resume) from ``--config FILE`` plus command-line overrides."""
+    """(model, data, training, resume) from ``--config FILE`` plus command-line overrides, all checked."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    resume = "--resume" in argv
+    argv = [a for a in argv if a != "--resume"]
+    config = _take(argv, "--config")
+    parser = _Parser((ModelArguments, DataArguments, TrainingArguments))
+    known = {a.dest for a in parser._actions}
     preset: dict = {}
-    resume = False
-    if "--resume" in argv:
-        argv.remove("--resume")
-        resume = True
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise PresetError("--config needs a YAML file")
-        path = Path(argv[i + 1])
-        del argv[i : i + 2]
-        try:
-            preset = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise PresetError(f"cannot read preset {path}: {e}") from e
-        if not isinstance(preset, dict):
-            raise PresetError(f"preset {path} must be a mapping of settings")
+    if config is not None:
+        path = Path(config)
+        preset = read_preset(path)
+        check_preset(preset, path, known)
     _fit_to_hardware(preset)
     # validation loss at intervals unless said otherwise (`--eval_strategy no`)
     if "eval_strategy" not in preset and not any(a.split("=")[0] == "--eval_strategy" for a in argv):
         preset["eval_strategy"] = "steps"
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    known = {a.dest for a in parser._actions}
-    unknown = [k for k in preset if k not in known]
-    if unknown:
-        raise PresetError(f"unknown preset key(s): {', '.join(unknown)}")
-    try:
-        model, data, training, rest = parser.parse_args_into_dataclasses(
-            args=_as_cli(preset) + argv, return_remaining_strings=True
-        )
-    except SystemExit as e:
-        raise PresetError("invalid preset or command line (see the message above)") from e
-    except ValueError as e:
-        raise PresetError(str(e)) from e
+    namespace, rest = parser.parse_known_args(args=_as_cli(preset) + argv)
     if rest:
-        raise PresetError(f"unknown argument(s): {' '.join(rest)}")
+        raise PresetError(f"unknown argument(s): {' '.join(rest)} (see python -m train.lora --help)")
+    values = vars(namespace)
+    check_values(values)  # the command line's values, with the preset's under them
+    accumulation(values["total_batch_size"], values["per_device_train_batch_size"], world_size())
+    groups = []
+    for dtype in (ModelArguments, DataArguments, TrainingArguments):
+        keys = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            groups.append(dtype(**{k: v for k, v in values.items() if k in keys}))
+        except PresetError:
+            raise
+        except (ValueError, TypeError) as e:  # TrainingArguments' own checks
+            raise PresetError(f"invalid training settings: {e}") from None
+    model, data, training = groups
     return model, data, training, resume
+
+
+def validate(argv: list[str]) -> None:
+    """Raise :class:`PresetError` (a SettingsError) if ``python -m train.lora ARGV`` would refuse to start.
+
+    For the app's Train tab: the same checks as the CLI (preset file, keys, every number, batch sizes), run
+    before a subprocess is started. Loads no model and reads no data.
+    """
+    parse(argv)

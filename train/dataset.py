@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
@@ -22,9 +23,30 @@ class Example:
 
 
 def load_records(files: list[str]) -> list[dict]:
+    """Every record of ``files``; a bad line, a NaN or a lone surrogate is a DataError naming the file."""
     records: list[dict] = []
     for f in files:
-        records.extend(read_jsonl_strict(f))
+        try:
+            found = read_jsonl_strict(f)
+        except DataError:
+            raise
+        except (ValueError, RecursionError) as e:  # huge integers, deep nesting: the reader's own limits
+            raise DataError(
+                f"{f}: cannot be read as prompt/response JSONL ({type(e).__name__}: {e})"
+            ) from None
+        for number, record in enumerate(found, start=1):
+            try:  # what tokenizers and json.dumps refuse later: NaN/Infinity, unpaired surrogates
+                json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            except ValueError as e:
+                reason = (
+                    "a lone surrogate (broken UTF-16 escape)"
+                    if isinstance(e, UnicodeError)
+                    else "NaN/Infinity"
+                )
+                raise DataError(
+                    f"{f}: record {number} holds {reason}; fix it (python -m vichat.data validate {f})"
+                ) from None
+        records.extend(found)
     return records
 
 

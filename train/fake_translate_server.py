@@ -4,8 +4,15 @@ deep-translator's GoogleTranslator sends ``GET <base>/m?tl=vi&sl=en&q=<text>`` a
 text of ``<div class="result-container">`` from the HTML that comes back. This server answers
 in that shape, so ``train.translate`` runs against it unchanged (``--url``), and it records
 every request, so tests can count what was sent. Behaviours a test needs are plain settings:
-a latency per request, a script of answers for the first requests (``429``, ``500``,
-``"hang"``), texts that always fail, and a length limit like the real service's.
+a latency per request, a script of answers for the first requests (an HTTP status such as
+``429`` or ``500``, or one of the misbehaviours below), texts that always get such an answer,
+a ``Retry-After`` header, and a length limit like the real service's.
+
+Misbehaviours (the garbage a real service or a proxy in front of it can send): ``HANG`` (answer
+late: a client timeout), ``TRUNCATE`` (a body cut short of its Content-Length, then the
+connection closed), ``REDIRECT_LOOP`` (a 302 back to itself), ``GARBAGE`` (200 with bytes that
+are not a page), ``NO_ELEMENT`` (200 with an HTML page that holds no translation) and ``EMPTY``
+(200 with an empty translation).
 
 The stand-in "translation" upper-cases letters: chunking never changes the result, and text
 that was kept out of translation (code) stays visibly lower-case.
@@ -26,8 +33,22 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from vichat.checks import arg
+from vichat.cli import run
+
 HANG = "hang"
 """A scripted answer that sleeps ``hang_s`` before answering: a client timeout."""
+TRUNCATE = "truncate"
+"""200 announcing a longer body than it sends, then the connection is closed."""
+REDIRECT_LOOP = "redirect-loop"
+"""302 to the same address, forever."""
+GARBAGE = "garbage"
+"""200 with bytes that are neither HTML nor UTF-8."""
+NO_ELEMENT = "no-element"
+"""200 with an HTML page (a login or captcha page) that has no translation element."""
+EMPTY = "empty"
+"""200 with a translation element that holds nothing."""
+MISBEHAVIOURS = (HANG, TRUNCATE, REDIRECT_LOOP, GARBAGE, NO_ELEMENT, EMPTY)
 
 
 def upper_case(text: str) -> str:
@@ -40,9 +61,11 @@ class ServerSettings:
     latency_s: float = 0.0
     translate: Callable[[str], str] = upper_case
     script: list[int | str] = field(default_factory=list)
-    """Answers for the first requests, in arrival order: an HTTP status or ``HANG``."""
+    """Answers for the first requests, in arrival order: an HTTP status or one of ``MISBEHAVIOURS``."""
     fail_when: dict[str, int | str] = field(default_factory=dict)
-    """Texts containing a key always get its answer (status or ``HANG``)."""
+    """Texts containing a key always get its answer (a status or one of ``MISBEHAVIOURS``)."""
+    retry_after_s: float | None = None
+    """Sent as ``Retry-After`` with every 429 and 503 answer."""
     max_chars: int = 5000
     """Like the real service: a text of this many characters or more is refused (HTTP 400)."""
     hang_s: float = 2.0
@@ -138,15 +161,15 @@ class FakeTranslateServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def answer(self, text: str) -> tuple[int, str]:
-        """Decide the answer to one request: ``(status, html body)``."""
+    def answer(self, text: str) -> Answer:
+        """Decide the answer to one request."""
         number = self.log.add(text)
         try:
             return self._answer(text, number)
         finally:
             self.log.done()
 
-    def _answer(self, text: str, number: int) -> tuple[int, str]:
+    def _answer(self, text: str, number: int) -> Answer:
         settings = self.settings
         planned: int | str | None = None
         if number <= len(settings.script):
@@ -157,18 +180,41 @@ class FakeTranslateServer:
         time.sleep(settings.latency_s)
         if planned == HANG:
             time.sleep(settings.hang_s)
+        elif planned == TRUNCATE:
+            return Answer(200, _result_page(settings.translate(text), settings.element_class), truncate=True)
+        elif planned == REDIRECT_LOOP:
+            return Answer(302, b"")  # the handler sends it back to the same address
+        elif planned == GARBAGE:
+            return Answer(200, bytes(range(256)) * 4, {"Content-Type": "application/octet-stream"})
+        elif planned == NO_ELEMENT:
+            return Answer(200, b"<!DOCTYPE html><html><body><form>Sign in</form></body></html>")
+        elif planned == EMPTY:
+            return Answer(200, _result_page("", settings.element_class))
         elif isinstance(planned, int) and planned != 200:
-            return planned, f"<html><body>error {planned}</body></html>"
+            headers = {}
+            if planned in (429, 503) and settings.retry_after_s is not None:
+                headers["Retry-After"] = f"{settings.retry_after_s:g}"
+            return Answer(planned, f"<html><body>error {planned}</body></html>".encode(), headers)
         if len(text) >= settings.max_chars:
-            return 400, "<html><body>text too long</body></html>"
-        return 200, _result_page(settings.translate(text), settings.element_class)
+            return Answer(400, b"<html><body>text too long</body></html>")
+        return Answer(200, _result_page(settings.translate(text), settings.element_class))
 
 
-def _result_page(translation: str, element_class: str) -> str:
+@dataclass
+class Answer:
+    """One HTTP answer: status, body, extra headers; ``truncate`` sends half the body, then hangs up."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    truncate: bool = False
+
+
+def _result_page(translation: str, element_class: str) -> bytes:
     return (
         "<!DOCTYPE html><html><head><title>Google Translate</title></head><body>"
         f'<div class="{element_class}">{html.escape(translation)}</div></body></html>'
-    )
+    ).encode()
 
 
 def _handler_for(server: FakeTranslateServer) -> type[BaseHTTPRequestHandler]:
@@ -179,12 +225,19 @@ def _handler_for(server: FakeTranslateServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - name required by BaseHTTPRequestHandler
             query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
             text = query.get("q", [""])[0]
-            status, body = server.answer(text)
-            payload = body.encode("utf-8")
+            answer = server.answer(text)
+            headers = {"Content-Type": "text/html; charset=utf-8", **answer.headers}
+            if answer.status == 302:
+                headers.setdefault("Location", self.path)
+            payload = answer.body[: len(answer.body) // 2] if answer.truncate else answer.body
             try:
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_response(answer.status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                if answer.truncate:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
@@ -206,8 +259,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m train.fake_translate_server", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--port", type=int, default=ServeArgs.port)
-    parser.add_argument("--latency", type=float, default=ServeArgs.latency, help="seconds per request")
+    parser.add_argument(
+        "--port", type=arg("--port", minimum=0, maximum=65535, integer=True), default=ServeArgs.port
+    )
+    parser.add_argument(
+        "--latency",
+        type=arg("--latency", minimum=0, maximum=3600),
+        default=ServeArgs.latency,
+        help="seconds per request",
+    )
     args = ServeArgs(**vars(parser.parse_args(argv)))
     server = FakeTranslateServer(ServerSettings(latency_s=args.latency), port=args.port)
     print(f"serving a stand-in translator at {server.url} (Ctrl+C to stop)")
@@ -217,4 +277,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -8,14 +8,22 @@
 Writes to ``output_dir``: ``adapter/`` (safetensors + vichat.json naming base and template, so the registry
 loads it by folder alone), ``checkpoints`` (checkpoint-N/), ``validation.jsonl`` (the held-out split),
 ``loss.jsonl`` and ``loss.png``, ``report.md`` (Table II layout) and ``metrics.json``.
+
+Nothing is lost to a crash or a mistake: every file written here is written atomically (the adapter folder
+appears whole or not at all); the output folder is locked for the run, so a second training on it stops at
+once; an output that would land on an input is refused; the preset, the data and ``vichat_run.json`` are
+checked before any model loads; ``--resume`` continues from the newest checkpoint that was saved whole and
+finite, and says which ones it skipped and why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -25,17 +33,35 @@ import torch
 from transformers import set_seed
 
 from train import padding_free
-from train.config import DataArguments, ModelArguments, PresetError, parse
+from train.config import DataArguments, ModelArguments, PresetError, accumulation, parse, world_size
 from train.dataset import IGNORE, PadToLongest, encode_all, load_records, split
 from train.report import loss_plot, table_ii
-from train.trainer import LossLog, TrainingDiverged, ViChatTrainer, read_loss_log
-from vichat.data import write_jsonl
-from vichat.errors import ViChatError
+from train.trainer import (
+    CheckpointGuard,
+    LossLog,
+    TrainingDiverged,
+    ViChatTrainer,
+    diverged,
+    find_checkpoints,
+    read_loss_log,
+    repair_loss_log,
+    trainable_finite,
+)
+from vichat.cli import run as run_cli
+from vichat.errors import DataError, ViChatError
+from vichat.files import (
+    OutputLock,
+    atomic_write_json,
+    atomic_write_lines,
+    atomic_write_text,
+    refuse_overwriting_inputs,
+)
 from vichat.loading import ADAPTER_META, BaseSpec, load_base, lora_targets
 from vichat.prompts import get_template
 from vichat.registry import Registry
 
 RUN_FILE = "vichat_run.json"
+OUTPUTS = ("adapter", "validation.jsonl", "loss.jsonl", "loss.png", "report.md", "metrics.json", RUN_FILE)
 
 
 def resolve_base(args: ModelArguments) -> BaseSpec:
@@ -47,7 +73,7 @@ def resolve_base(args: ModelArguments) -> BaseSpec:
 
 
 def world() -> tuple[int, int]:
-    return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    return world_size(), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def fingerprint(model_args: ModelArguments, data_args: DataArguments) -> str:
@@ -55,21 +81,102 @@ def fingerprint(model_args: ModelArguments, data_args: DataArguments) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def check_resume(out: Path, fp: str, resume: bool) -> None:
+def read_run_state(out: Path) -> dict:
+    """The run-state file of ``out``, or a PresetError that names it and says what to do (it is left as is)."""
     run_file = out / RUN_FILE
-    if resume:
-        if not run_file.is_file() or not any(out.glob("checkpoint-*")):
-            raise PresetError(f"--resume: no checkpoint to resume in {out}")
-        recorded = json.loads(run_file.read_text())["fingerprint"]
-        if recorded != fp:
+    fix = (
+        f"it records which preset trained {out}: restore it, or train afresh with another output_dir "
+        "(nothing in this folder was changed)"
+    )
+    try:
+        raw = run_file.read_bytes()
+    except OSError as e:
+        raise PresetError(f"--resume: cannot read {run_file} ({e.strerror or e}); {fix}") from None
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PresetError(f"--resume: {run_file} is damaged (not UTF-8 text); {fix}") from None
+    except (ValueError, RecursionError):
+        raise PresetError(f"--resume: {run_file} is damaged (not valid JSON: cut short?); {fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("fingerprint"), str):
+        raise PresetError(f"--resume: {run_file} is damaged (no fingerprint of the preset); {fix}")
+    return state
+
+
+def check_resume(out: Path, fp: str, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuses a run that does not fit the folder."""
+    has_checkpoints = any(out.glob("checkpoint-*")) if out.is_dir() else False
+    if not resume:
+        if has_checkpoints:
             raise PresetError(
-                f"--resume: {out} was trained with a different preset (model/data settings differ); "
-                "use the same preset or another output_dir"
+                f"{out} already holds checkpoints: add --resume to continue, or choose another output_dir"
             )
-    elif any(out.glob("checkpoint-*")):
+        return None
+    if not (out / RUN_FILE).is_file() or not has_checkpoints:
+        raise PresetError(f"--resume: no checkpoint to resume in {out}")
+    if read_run_state(out)["fingerprint"] != fp:
         raise PresetError(
-            f"{out} already holds checkpoints: add --resume to continue, or choose another output_dir"
+            f"--resume: {out} was trained with a different preset (model/data settings differ); "
+            "use the same preset or another output_dir"
         )
+    good, skipped = find_checkpoints(out)
+    for folder, why in skipped:
+        print(f"note: --resume skips {folder.name}: {why}", file=sys.stderr)
+    if not good:
+        raise PresetError(
+            f"--resume: no checkpoint in {out} was saved whole ({'; '.join(f'{f.name}: {w}' for f, w in skipped)});"
+            " train afresh with another output_dir"
+        )
+    print(f"resuming from {good[0]}", file=sys.stderr)
+    return good[0]
+
+
+def check_paths(out: Path, data_args: DataArguments) -> None:
+    """The output folder is a folder, and nothing written there lands on a data file."""
+    inputs = [*data_args.train_files, *(data_args.validation_files or [])]
+    refuse_overwriting_inputs([out, *(out / name for name in OUTPUTS)], inputs, "output_dir")
+    if out.exists() and not out.is_dir():
+        raise PresetError(f"output_dir {out} is a file; choose a folder for the run's outputs")
+
+
+def load_data(data_args: DataArguments, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation) records, checked before any model loads: bad lines name file:line, none is empty."""
+    records = load_records(data_args.train_files)
+    if not records:
+        raise DataError(
+            f"train_files ({', '.join(data_args.train_files)}) hold no records: add prompt/response lines"
+        )
+    if data_args.validation_files:
+        train_records, val_records = records, load_records(data_args.validation_files)
+        if not val_records:
+            raise DataError(
+                f"validation_files ({', '.join(data_args.validation_files)}) hold no records: add some, or "
+                "leave validation_files out to hold out validation_fraction of train_files"
+            )
+    else:
+        train_records, val_records = split(records, data_args.validation_fraction, seed)
+        if not train_records:
+            raise DataError(
+                f"train_files hold {len(records)} record(s): none is left for training after holding out "
+                f"validation_fraction {data_args.validation_fraction}; add data or set validation_fraction 0"
+            )
+    if data_args.max_train_samples:
+        train_records = train_records[: data_args.max_train_samples]
+    return train_records, val_records
+
+
+def save_adapter(model, adapter_dir: Path, meta: dict) -> None:
+    """Weights and vichat.json into a temp folder, then renamed: the adapter folder is whole or absent."""
+    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
+    old = adapter_dir.with_name(f".{adapter_dir.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    atomic_write_json(tmp / ADAPTER_META, meta, indent=1)
+    shutil.rmtree(old, ignore_errors=True)
+    if adapter_dir.exists():
+        os.replace(adapter_dir, old)
+    os.replace(tmp, adapter_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_model(spec: BaseSpec, model_args: ModelArguments, device: str):
@@ -111,24 +218,26 @@ def adapter_changes_output(model, batch: dict) -> bool:
 
 def run(model_args: ModelArguments, data_args: DataArguments, training, resume: bool) -> dict:
     world_size, local_rank = world()
+    training.gradient_accumulation_steps = accumulation(
+        data_args.total_batch_size, training.per_device_train_batch_size, world_size
+    )
+    out = Path(training.output_dir)
+    check_paths(out, data_args)
+    records = load_data(data_args, training.seed)  # before any model loads, and before the folder is touched
+    is_main = local_rank == 0 and int(os.environ.get("RANK", 0)) == 0
+    lock = OutputLock(out, f"train.lora (output_dir {out})") if is_main else contextlib.nullcontext()
+    with lock:
+        return _run(model_args, data_args, training, resume, records, is_main)
+
+
+def _run(model_args, data_args, training, resume: bool, records, is_main: bool) -> dict:
+    world_size, local_rank = world()
     micro = training.per_device_train_batch_size
-    if data_args.total_batch_size % (micro * world_size):
-        raise PresetError(
-            f"total_batch_size {data_args.total_batch_size} is not a multiple of "
-            f"per_device_train_batch_size {micro} x {world_size} device(s)"
-        )
-    training.gradient_accumulation_steps = data_args.total_batch_size // (micro * world_size)
     out = Path(training.output_dir)
     fp = fingerprint(model_args, data_args)
-    check_resume(out, fp, resume)
+    checkpoint = check_resume(out, fp, resume)
     template = get_template(model_args.template)
-    records = load_records(data_args.train_files)  # malformed lines: DataError with file:line, before loading
-    if data_args.validation_files:
-        train_records, val_records = records, load_records(data_args.validation_files)
-    else:
-        train_records, val_records = split(records, data_args.validation_fraction, training.seed)
-    if data_args.max_train_samples:
-        train_records = train_records[: data_args.max_train_samples]
+    train_records, val_records = records
 
     cuda = torch.cuda.is_available()
     device = f"cuda:{local_rank}" if cuda else "cpu"
@@ -181,18 +290,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
                 file=sys.stderr,
             )
 
-    is_main = local_rank == 0 and int(os.environ.get("RANK", 0)) == 0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(
-            json.dumps(
-                {"fingerprint": fp, "model": asdict(model_args), "data": asdict(data_args)},
-                indent=1,
-                default=str,
-            )
-        )
-        write_jsonl(out / "validation.jsonl", val_records)
-        if not resume:
+        state = {"fingerprint": fp, "model": asdict(model_args), "data": asdict(data_args)}
+        atomic_write_text(out / RUN_FILE, json.dumps(state, indent=1, default=str) + "\n")
+        atomic_write_lines(out / "validation.jsonl", val_records)
+        if resume:
+            repair_loss_log(out / "loss.jsonl")  # a line cut by the kill would swallow the next row
+        else:
             (out / "loss.jsonl").unlink(missing_ok=True)
     trainer = ViChatTrainer(
         model=model,
@@ -200,11 +305,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
         train_dataset=Dataset.from_list(train_set),
         eval_dataset=Dataset.from_list(val_set) if val_set else None,
         data_collator=collator,
-        callbacks=[LossLog(out / "loss.jsonl")],
+        callbacks=[CheckpointGuard(), LossLog(out / "loss.jsonl")],
         labelled_logits_only=not data_args.baseline,
     )
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.time() - start
     metrics = dict(result.metrics)
     if val_set:
@@ -218,17 +323,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     metrics["train_tokens_per_s"] = trainer.tokens_seen / seconds if seconds else 0.0
     rank = int(os.environ.get("RANK", 0))
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(
-        json.dumps(
-            {"rank": rank, "tokens_seen": trainer.tokens_seen, "global_step": trainer.state.global_step}
-        )
+    atomic_write_json(
+        out / f"rank{rank}.json",
+        {"rank": rank, "tokens_seen": trainer.tokens_seen, "global_step": trainer.state.global_step},
+        indent=None,
     )
     if not trainer.is_world_process_zero():
         return metrics
 
     padding_free.disable(model)
+    if not trainable_finite(model):
+        raise diverged("the LoRA weights became NaN or infinite", trainer.state.global_step, out)
     adapter_dir = out / "adapter"
-    model.save_pretrained(adapter_dir, safe_serialization=True)
     meta = {
         "base": spec.key,
         "base_source": spec.source,
@@ -237,7 +343,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
         "target_modules": targets,
         "train_files": data_args.train_files,
     }
-    (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+    save_adapter(model, adapter_dir, meta)
     probe = PadToLongest(tokenizer.pad_token_id)([val_set[0] if val_set else train_set[0]])
     if not adapter_changes_output(model, probe):
         raise ViChatError(
@@ -270,8 +376,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
             "world_size": world_size,
         }
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "report.md").write_text(
+    atomic_write_json(out / "metrics.json", metrics, indent=1)
+    atomic_write_text(
+        out / "report.md",
         f"# Training report: {row['model']}\n\n{table_ii([row])}\n\n"
         f"- base: {spec.source}; template: {model_args.template}; LoRA r={model_args.lora_r}, "
         f"alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, targets {', '.join(targets)}\n"
@@ -281,24 +388,21 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
         f"- final train loss {metrics.get('train_loss', float('nan')):.4f}; validation loss "
         f"{metrics.get('eval_loss', float('nan')):.4f}; {metrics['train_tokens_per_s']:.0f} tokens/s\n\n"
         "![loss](loss.png)\n",
-        encoding="utf-8",
     )
     print(f"adapter written to {adapter_dir}; report {out / 'report.md'}", file=sys.stderr)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 2 on a user error (through vichat.cli.run), 3 when the loss or weights diverged."""
+    model_args, data_args, training, resume = parse(argv)
     try:
-        model_args, data_args, training, resume = parse(argv)
         run(model_args, data_args, training, resume)
-        return 0
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except ViChatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

@@ -10,13 +10,14 @@ tokens, the share written in Vietnamese, and a few answers side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import unicodedata
-from pathlib import Path
 
-from vichat.data import read_jsonl_strict
-from vichat.errors import ViChatError
+from train.dataset import load_records
+from vichat.checks import arg
+from vichat.cli import run
+from vichat.errors import DataError
+from vichat.files import atomic_write_json, refuse_overwriting_inputs
 from vichat.generation import GenerationSettings, GenerationStats
 from vichat.registry import Registry
 
@@ -49,34 +50,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", required=True)
     p.add_argument("--base", required=True)
     p.add_argument("--data", required=True, help="held-out prompt/response JSONL")
-    p.add_argument("--limit", type=int, default=20, help="answers to generate (NLL uses every record)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--limit", type=arg("--limit", minimum=1, integer=True), default=20,
+        help="answers to generate (NLL uses every record)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=arg("--seed", minimum=0, maximum=2**32 - 1, integer=True), default=0)
     p.add_argument("--out", default=None, help="JSON file for the figures")
     args = p.parse_args(argv)
-    try:
-        registry = Registry.from_yaml(progress=lambda m: print(m, file=sys.stderr))
-        records = read_jsonl_strict(args.data)
-        prompts = [r["prompt"] for r in records]
-        refs = [r["response"] for r in records]
-        nll_base = registry.nll(args.base, prompts, refs)
-        nll_tuned = registry.nll(args.variant, prompts, refs)
-        settings = GenerationSettings(seed=args.seed)  # the paper's decoding: 256 new tokens, sampling
-        rows = []
-        for r in records[: args.limit]:
-            tuned, stop = answer(registry, args.variant, r["prompt"], settings)
-            rows.append(
-                {
-                    "prompt": r["prompt"],
-                    "tuned": tuned,
-                    "stopped_by": stop,
-                    "vietnamese": is_vietnamese(tuned),
-                }
-            )
-        for row in rows[:3]:
-            row["base"], _ = answer(registry, args.base, row["prompt"], settings)
-    except ViChatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.out:
+        refuse_overwriting_inputs([args.out], [args.data], "--out")
+    records = load_records([args.data])  # bad lines: file:line, before any model loads
+    if not records:
+        raise DataError(f"{args.data} holds no records: give the held-out prompt/response JSONL of a run")
+    registry = Registry.from_yaml(progress=lambda m: print(m, file=sys.stderr))
+    prompts = [r["prompt"] for r in records]
+    refs = [r["response"] for r in records]
+    nll_base = registry.nll(args.base, prompts, refs)
+    nll_tuned = registry.nll(args.variant, prompts, refs)
+    settings = GenerationSettings(seed=args.seed)  # the paper's decoding: 256 new tokens, sampling
+    rows = []
+    for r in records[: args.limit]:
+        tuned, stop = answer(registry, args.variant, r["prompt"], settings)
+        rows.append(
+            {
+                "prompt": r["prompt"],
+                "tuned": tuned,
+                "stopped_by": stop,
+                "vietnamese": is_vietnamese(tuned),
+            }
+        )
+    for row in rows[:3]:
+        row["base"], _ = answer(registry, args.base, row["prompt"], settings)
     n = len(rows)
     report = {
         "variant": args.variant,
@@ -98,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         f"in Vietnamese: {report['vietnamese']:.0%}; both: {report['both']:.0%}"
     )
     if args.out:
-        Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+        atomic_write_json(args.out, report, indent=1)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run(main))

@@ -1,4 +1,4 @@
-"""The training report laid out like the paper's Table II, and the loss curve."""
+"""The training report laid out like the paper's Table II, and the loss curve (written atomically)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from vichat.files import atomic_writer  # noqa: E402
 
 
 def human(n: int) -> str:
@@ -51,6 +53,9 @@ def loss_plot(rows: list[dict], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_writer(path, "wb") as stream:  # a reader (the app) never sees half a PNG
+            fig.savefig(stream, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     return path

@@ -2,6 +2,12 @@
 
 On small-vocabulary-heavy models (Gemma's head is 262k x 640, most of its compute per token) computing logits
 only at the positions that carry a label saves most of the head's work on prompt and padding tokens.
+
+Checkpoints are only as good as the last one that is whole and finite, so :class:`CheckpointGuard` checks the
+trainable (LoRA) weights before a checkpoint is saved (a non-finite weight stops the run, and that checkpoint
+is never written) and, once the Trainer has written every file of it, fsyncs them and writes a marker
+(``vichat_checkpoint.json``) last. :func:`find_checkpoints` accepts a folder on resume only with its marker, the
+files it lists at their sizes, a readable ``trainer_state.json`` and finite adapter weights.
 """
 
 from __future__ import annotations
@@ -9,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -19,10 +28,135 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from train.dataset import IGNORE
 from vichat.errors import ViChatError
+from vichat.files import atomic_write_json, atomic_write_text
+
+CHECKPOINT_MARKER = "vichat_checkpoint.json"
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TRAINER_STATE = "trainer_state.json"
 
 
 class TrainingDiverged(ViChatError):
     pass
+
+
+def diverged(what: str, step: int, output_dir: str | os.PathLike[str]) -> TrainingDiverged:
+    """The error that stops a run whose loss or weights stopped being finite, naming the checkpoint to use."""
+    good, _ = find_checkpoints(Path(output_dir))
+    where = (
+        f"the last good checkpoint is {good[0]} (--resume continues from it)"
+        if good
+        else f"no good checkpoint was saved in {output_dir}"
+    )
+    return TrainingDiverged(
+        f"{what} at step {step}: training stopped. Lower learning_rate, or use fp32/bf16 rather than fp16; "
+        + where
+    )
+
+
+def trainable_finite(model) -> bool:
+    """All trainable (LoRA) weights finite: one reduction per tensor, one sync for the lot."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return True
+    with torch.no_grad():
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from (None when it is whole: marker, files, state, finite weights)."""
+    marker = folder / CHECKPOINT_MARKER
+    if not marker.is_file():
+        return f"not completely saved (no {CHECKPOINT_MARKER}: the run stopped while writing it)"
+    try:
+        listed = json.loads(marker.read_text(encoding="utf-8"))["files"]
+        listed = {str(k): int(v) for k, v in listed.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"its {CHECKPOINT_MARKER} is damaged"
+    for name, size in listed.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, {size} were saved (cut short?)"
+    try:
+        state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+        int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{TRAINER_STATE} is missing or unreadable"
+    weights = folder / ADAPTER_WEIGHTS
+    if weights.is_file():
+        try:
+            from safetensors.torch import load_file
+
+            tensors = load_file(weights)
+        except Exception as e:  # a damaged safetensors header raises its own error types
+            return f"{ADAPTER_WEIGHTS} is unreadable ({type(e).__name__})"
+        if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
+            return f"{ADAPTER_WEIGHTS} holds NaN or infinite weights"
+    return None
+
+
+def find_checkpoints(out: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(whole checkpoints, newest first; skipped ones with the reason) among ``out/checkpoint-N``."""
+    folders = []
+    if out.is_dir():
+        for p in out.iterdir():
+            m = CHECKPOINT_NAME.match(p.name)
+            if m and p.is_dir():
+                folders.append((int(m.group(1)), p))
+    good, skipped = [], []
+    for _, folder in sorted(folders, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            good.append(folder)
+        else:
+            skipped.append((folder, problem))
+    return good, skipped
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointGuard(TrainerCallback):
+    """No checkpoint of non-finite weights; a marker, written last, on every checkpoint saved whole."""
+
+    def _check(self, args, state, control, model) -> None:
+        if (
+            model is not None
+            and (control.should_save or control.should_evaluate)
+            and not trainable_finite(model)
+        ):
+            control.should_save = False
+            raise diverged("the LoRA weights became NaN or infinite", state.global_step, args.output_dir)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._check(args, state, control, model)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self._check(args, state, control, model)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if model is not None and not trainable_finite(model):  # a save path that bypassed the step check
+            if state.is_world_process_zero:
+                shutil.rmtree(folder, ignore_errors=True)  # never kept: it would pass for the last good one
+            raise diverged("the LoRA weights became NaN or infinite", state.global_step, args.output_dir)
+        if not state.is_world_process_zero or not folder.is_dir():
+            return
+        files = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKPOINT_MARKER):
+            _fsync(path)
+            files[path.relative_to(folder).as_posix()] = path.stat().st_size
+        atomic_write_json(folder / CHECKPOINT_MARKER, {"step": state.global_step, "files": files})
 
 
 @contextlib.contextmanager
@@ -119,11 +253,7 @@ class ViChatTrainer(Trainer):
         else:
             loss = loss_sum / mask.sum().clamp(min=1)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {self.state.global_step}: training stopped. Lower "
-                "learning_rate, or use fp32/bf16 rather than fp16; the last good checkpoint is in "
-                f"{self.args.output_dir}"
-            )
+            raise diverged(f"the loss became {loss.item()}", self.state.global_step, self.args.output_dir)
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
@@ -146,15 +276,36 @@ class LossLog(TrainerCallback):
                 f.write(json.dumps(row) + "\n")
 
 
+def _loss_rows(path: Path) -> tuple[list[dict], bool]:
+    """The whole rows of a loss log, and whether every line was one (a kill can cut the last line)."""
+    rows, clean = [], True
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            clean = False
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            clean = False
+    return rows, clean and (not text or text.endswith("\n"))
+
+
+def repair_loss_log(path: Path) -> None:
+    """Before a resume appends to it: drop a cut-short last line (atomically), so new rows stay whole."""
+    if not path.is_file():
+        return
+    rows, clean = _loss_rows(path)
+    if not clean:
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def read_loss_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill, or blank
-            continue
+    rows, _ = _loss_rows(path)  # a line cut short by a kill, or blank, is skipped
     last: dict[tuple, dict] = {}
     for r in rows:  # after a resume the same steps are logged again: keep the latest
         last[(r["step"], "eval_loss" in r)] = r

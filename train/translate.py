@@ -10,15 +10,22 @@ How it works
   and put back afterwards. A translation that loses a marker or a line break is redone in
   smaller pieces (line by line, or the prose around the code separately), so the layout
   survives even when the service reflows it.
-- Every translated chunk is stored in a SQLite cache keyed by a hash of (engine, languages,
-  text). A rerun, or a resumed run, sends no request for anything already translated.
+- Every translated chunk is stored in a SQLite cache keyed by a hash of (engine, endpoint,
+  languages, text), so a stand-in server's answers are never served as a real service's. A
+  rerun, or a resumed run, sends no request for anything already translated. An empty answer
+  to a text that has words is a failure, never cached.
 - Finished records are appended to ``OUT.partial`` as they complete (any order, one line per
-  record). A killed run resumes from it; when all records are done they are written to OUT in
-  input order and the journal is removed.
-- Requests run in a bounded thread pool. HTTP 429, 5xx, timeouts and connection errors are
-  retried with exponential backoff and jitter (``Retry-After`` is honoured); a record that still
-  fails goes to the failures file with its index, id and reason. Run the same command again to
-  retry only those.
+  record). A killed run resumes from it (the journal names the input, endpoint and settings it
+  belongs to; it is only ever appended to, or replaced whole by temp file and rename); when all
+  records are done they are written to OUT in input order and the journal is removed.
+- Requests run in a bounded thread pool. HTTP 429, 5xx, timeouts, connection errors and broken
+  answers (a body cut short, a redirect loop) are retried with exponential backoff and jitter
+  (``Retry-After`` is honoured); a record that still fails goes to the failures file (written
+  whole at the end) with its index, id and reason, the others go on, and the exit status is 1.
+  Run the same command again to retry only those. Ctrl-C stops a backoff at once.
+- Before any work: numbers, the URL, the languages and ``--fields`` are checked, OUT and the
+  failures file may not be the input (nor a file translate did not write), and OUT's folder is
+  locked (created if missing), so a second translation into it stops with a message.
 
 The Google client is deep-translator's ``GoogleTranslator`` with its endpoint made a setting
 (``--url``) so a stand-in server on 127.0.0.1 can answer (see ``train.fake_translate_server``),
@@ -31,7 +38,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import dataclasses
+import difflib
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -39,26 +49,43 @@ import re
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from bs4 import BeautifulSoup
 from deep_translator import GoogleTranslator
-from deep_translator.constants import BASE_URLS
+from deep_translator.constants import BASE_URLS, GOOGLE_LANGUAGES_TO_CODES
 from tqdm import tqdm
 
-from vichat.data import read_jsonl_strict, write_jsonl
-from vichat.errors import SettingsError, ViChatError
+from vichat.checks import arg, number
+from vichat.cli import run
+from vichat.data import read_jsonl_strict
+from vichat.errors import DataError, SettingsError
+from vichat.files import OutputLock, atomic_write_lines, atomic_writer, refuse_overwriting_inputs
 
 GOOGLE_URL = BASE_URLS["GOOGLE_TRANSLATE"]
 TRANSLATORS = ("google", "none")
 JOURNAL_SUFFIX = ".partial"
 FAILURES_SUFFIX = ".failures.jsonl"
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+MAX_REDIRECTS = 10
+LANGUAGE_CODES = {code.lower(): code for code in GOOGLE_LANGUAGES_TO_CODES.values()}
+LANGUAGE_NAMES = {name.lower(): code for name, code in GOOGLE_LANGUAGES_TO_CODES.items()}
+
+NUMBER_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "concurrency": ("--concurrency", {"minimum": 1, "maximum": 256, "integer": True}),
+    "max_chars": ("--max-chars", {"minimum": 20, "maximum": 1_000_000, "integer": True}),
+    "max_attempts": ("--max-attempts", {"minimum": 1, "maximum": 100, "integer": True}),
+    "timeout_s": ("--timeout", {"above": 0, "maximum": 3600}),
+    "backoff_s": ("--backoff", {"minimum": 0, "maximum": 3600}),
+    "backoff_max_s": ("--backoff-max", {"minimum": 0, "maximum": 3600}),
+}
+"""Every numeric setting: its flag and its bounds (checked by ``vichat.checks`` on the CLI and in the API)."""
+RETRIES_BOUNDS: dict[str, Any] = {"minimum": 0, "maximum": 99, "integer": True}
 
 
 @dataclass
@@ -82,22 +109,76 @@ class TranslateSettings:
     progress: bool = True
 
     def check(self) -> None:
+        self.checked()
+
+    def checked(self) -> TranslateSettings:
+        """These settings with every value checked and languages as codes; SettingsError names the flag."""
         if self.translator not in TRANSLATORS:
             raise SettingsError(
                 f"--translator must be one of {', '.join(TRANSLATORS)}, got {self.translator!r}"
             )
-        limits = {
-            "--concurrency": (self.concurrency, 1, 256),
-            "--max-chars": (self.max_chars, 20, 1_000_000),
-            "--max-attempts": (self.max_attempts, 1, 100),
+        numbers = {
+            name: number(flag, getattr(self, name), **bounds) for name, (flag, bounds) in NUMBER_FLAGS.items()
         }
-        for flag, (value, low, high) in limits.items():
-            if not low <= value <= high:
-                raise SettingsError(f"{flag} must be between {low} and {high}, got {value}")
-        if self.timeout_s <= 0 or self.backoff_s < 0 or self.backoff_max_s < 0:
-            raise SettingsError("--timeout must be > 0 and --backoff/--backoff-max must be >= 0")
-        if not self.fields:
-            raise SettingsError("--fields needs at least one field name")
+        fields = tuple(dict.fromkeys(self.fields))
+        if not fields or not all(isinstance(name, str) and name.strip() for name in fields):
+            raise SettingsError(f"--fields needs one or more field names, got {list(self.fields)}")
+        languages = {"source_lang": self.source_lang, "target_lang": self.target_lang}
+        if self.translator == "google":
+            check_url(self.url)
+            languages = {
+                "source_lang": language_code("--source-lang", self.source_lang, allow_auto=True),
+                "target_lang": language_code("--target-lang", self.target_lang, allow_auto=False),
+            }
+        return dataclasses.replace(self, fields=fields, **numbers, **languages)
+
+
+def check_url(url: Any) -> str:
+    """``url`` if it is an absolute http(s) address; SettingsError saying what a good one looks like."""
+    example = (
+        f"an http:// or https:// address such as {GOOGLE_URL} (or http://127.0.0.1:8765/m for a stand-in)"
+    )
+    text = url if isinstance(url, str) else ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError as exc:
+        raise SettingsError(f"--url {url!r} is not a valid address ({exc}); give {example}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
+        raise SettingsError(f"--url must be {example}, got {url!r}")
+    return text
+
+
+def endpoint_key(url: str) -> str:
+    """The endpoint as it goes into cache and journal keys: one spelling per address, no credentials."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:  # only for an unchecked URL (``--translator none``); it is sent nowhere
+        port = None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port in (None, {"http": 80, "https": 443}.get(scheme)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/") or "/", parts.query, ""))
+
+
+def language_code(flag: str, value: Any, allow_auto: bool) -> str:
+    """The Google language code for a code or an English name (``vi``, ``Vietnamese``); else SettingsError."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if allow_auto and text == "auto":
+        return "auto"
+    if text in LANGUAGE_CODES:
+        return LANGUAGE_CODES[text]
+    if text in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[text]
+    close = difflib.get_close_matches(text, [*LANGUAGE_CODES, *LANGUAGE_NAMES], n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    auto = " or auto" if allow_auto else ""
+    raise SettingsError(
+        f"{flag} {value!r} is not a language Google Translate knows{hint}; give a code such as en, vi, fr"
+        f"{auto}, or an English name such as vietnamese"
+    )
 
 
 # --------------------------------------------------------------------------- errors
@@ -114,6 +195,10 @@ class ServiceError(Exception):
 
 class TranslationFailed(Exception):
     """A text could not be translated, retries included; the reason is the message."""
+
+
+class Stopped(Exception):  # noqa: N818 - a state, not a failure of the text
+    """The run is stopping (Ctrl-C): no new request, no more waiting."""
 
 
 class RecordFailed(Exception):
@@ -151,6 +236,7 @@ class EndpointGoogleTranslator(GoogleTranslator):
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.max_redirects = MAX_REDIRECTS
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)
@@ -214,7 +300,11 @@ def make_client(settings: TranslateSettings) -> TextTranslator:
 
 
 class TranslationCache:
-    """Translated chunks on disk: SQLite, one row per (engine, languages, text) hash, safe across threads."""
+    """Translated chunks on disk: SQLite, one row per (engine, endpoint, languages, text) hash, thread-safe.
+
+    ``namespace`` holds everything but the text that changes a translation; an empty translation is
+    never stored, and one found (from an older version) counts as missing.
+    """
 
     def __init__(self, directory: str | os.PathLike[str], namespace: str) -> None:
         folder = Path(directory)
@@ -237,9 +327,11 @@ class TranslationCache:
             row = self._db.execute(
                 "SELECT target FROM translations WHERE key = ?", (self.key(text),)
             ).fetchone()
-        return None if row is None else row[0]
+        return row[0] if row is not None and row[0].strip() else None
 
     def put(self, text: str, translation: str) -> None:
+        if not translation.strip():
+            return
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO translations (key, source, target) VALUES (?, ?, ?)",
@@ -265,6 +357,8 @@ class TranslateStats:
     requests: int = 0
     cache_hits: int = 0
     retries: int = 0
+    written: int = 0
+    """Records written to OUT (0: OUT was not written, every record failed)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -287,6 +381,8 @@ class RetryPolicy:
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
     rng: random.Random = field(default_factory=random.Random)
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set when the run stops (Ctrl-C): every backoff ends at once and no new request starts."""
 
     def delay(self, attempt: int, retry_after_s: float | None) -> float:
         """Exponential backoff with jitter (50% to 150%), at least Retry-After, at most the cap."""
@@ -294,15 +390,23 @@ class RetryPolicy:
         return min(self.backoff_max_s, max(base, retry_after_s or 0.0))
 
 
-def call_with_retries(
-    call: Callable[[], str],
-    policy: RetryPolicy,
-    stats: TranslateStats,
-    sleep: Callable[[float], None] = time.sleep,
-) -> str:
-    """Run ``call``; retry what may pass later (429, 5xx, timeouts, connection errors)."""
+NOT_RETRIED = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+)
+"""Requests that can never pass (the URL is checked up front; these are for an injected client)."""
+
+
+def call_with_retries(call: Callable[[], str], policy: RetryPolicy, stats: TranslateStats) -> str:
+    """Run ``call``; retry what may pass later (429, 5xx, timeouts, broken connections and answers).
+
+    The backoff waits on ``policy.stop``, so a stopping run (Ctrl-C) ends it at once (``Stopped``).
+    """
     reason = "no attempt made"
     for attempt in range(1, policy.max_attempts + 1):
+        if policy.stop.is_set():
+            raise Stopped()
         retry_after = None
         try:
             stats.add("requests")
@@ -311,14 +415,30 @@ def call_with_retries(
             if not exc.retryable:
                 raise TranslationFailed(str(exc)) from None
             reason, retry_after = str(exc), exc.retry_after_s
+        except NOT_RETRIED as exc:
+            raise TranslationFailed(f"bad request address ({exc})") from None
         except requests.Timeout:
             reason = "timed out"
         except requests.ConnectionError as exc:
             reason = f"connection failed ({type(exc).__name__})"
+        except requests.exceptions.ChunkedEncodingError:
+            reason = "the answer was cut short (connection closed mid-body)"
+        except requests.TooManyRedirects:
+            reason = f"more than {MAX_REDIRECTS} redirects (a redirect loop)"
+        except (requests.RequestException, http.client.HTTPException) as exc:
+            reason = f"broken answer ({type(exc).__name__}: {exc})"
         if attempt < policy.max_attempts:
             stats.add("retries")
-            sleep(policy.delay(attempt, retry_after))
+            if policy.stop.wait(policy.delay(attempt, retry_after)):
+                raise Stopped()
     raise TranslationFailed(f"{reason}, gave up after {policy.max_attempts} attempts")
+
+
+def _nonempty(translation: str) -> str:
+    """An answer with no text for a text with words is a failure (it is never cached)."""
+    if not translation.strip():
+        raise ServiceError("the service returned an empty translation", False)
+    return translation
 
 
 # --------------------------------------------------------------------------- splitting text
@@ -482,7 +602,9 @@ class TextPipeline:
         try:
             translation = self._cached(text)
             if translation is None:
-                translation = call_with_retries(lambda: self.client.translate(text), self.policy, self.stats)
+                translation = call_with_retries(
+                    lambda: _nonempty(self.client.translate(text)), self.policy, self.stats
+                )
                 if self.cache is not None:
                     self.cache.put(text, translation)
             own.set_result(translation)
@@ -543,8 +665,10 @@ def translate_record(record: dict[str, Any], fields: Sequence[str], pipeline: Tr
 class Journal:
     """Finished records of an unfinished run, one JSON line each: ``{"i": index, "record": {...}}``.
 
-    The first line identifies the run (input hash and settings); a journal from another input
-    or other settings is set aside. A line cut short by a kill is dropped on reopening.
+    The first line identifies the run (input hash, endpoint and settings); a journal from another
+    input or other settings is replaced (its chunks stay in the cache). The file is only appended
+    to; when it must be cleaned (a line cut short by a kill, a duplicate) or replaced, a clean copy
+    is written beside it and renamed over it, so a full disk or a crash never loses a finished record.
     """
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
@@ -554,26 +678,30 @@ class Journal:
 
     def open(self) -> set[int]:
         """Open for appending; return the indices already done."""
-        done: dict[int, str] = {}
-        if self.path.exists():
-            done = self._read_done()
-        with self.path.open("w", encoding="utf-8") as stream:  # rewrite: drops a torn last line
-            stream.write(json.dumps(self.header, ensure_ascii=False) + "\n")
-            stream.writelines(done.values())
+        done, clean = self._read_done() if self.path.exists() else ({}, False)
+        if not clean:
+            with atomic_writer(self.path) as stream:
+                stream.write(json.dumps(self.header, ensure_ascii=False) + "\n")
+                stream.writelines(done.values())
         self._stream = self.path.open("a", encoding="utf-8")
         return set(done)
 
-    def _read_done(self) -> dict[int, str]:
+    def _read_done(self) -> tuple[dict[int, str], bool]:
+        """The finished records' lines by index, and whether the file holds exactly those (nothing to clean)."""
         done: dict[int, str] = {}
+        clean = True
         with self.path.open("rb") as stream:
             first = stream.readline()
-            if _loads(first) != self.header:
-                return {}
+            if _loads(first) != self.header or not first.endswith(b"\n"):
+                return {}, False
             for raw in stream:
                 entry = _loads(raw)
                 if raw.endswith(b"\n") and isinstance(entry, dict) and isinstance(entry.get("i"), int):
+                    clean = clean and entry["i"] not in done
                     done[entry["i"]] = raw.decode("utf-8")
-        return done
+                else:
+                    clean = False
+        return done, clean
 
     def add(self, index: int, record: dict[str, Any]) -> None:
         assert self._stream is not None, "open() first"
@@ -600,7 +728,7 @@ class Journal:
 def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # malformed JSON, bad UTF-8, absurd nesting: not one of ours
         return None
 
 
@@ -624,37 +752,60 @@ def translate_file(
     """Translate a JSONL file, resuming a previous run; return what was done.
 
     ``client`` replaces the HTTP client (tests inject failures with it). Raises DataError for
-    a malformed input file and SettingsError for bad settings.
+    a malformed input file, SettingsError for bad settings or paths, OutputBusyError when
+    another run writes into OUT's folder. Nothing is written before all of that is checked.
     """
-    settings = settings or TranslateSettings()
-    settings.check()
+    settings = (settings or TranslateSettings()).checked()
     source, target = Path(input_path), Path(output_path)
-    if source.resolve() == target.resolve():
-        raise SettingsError(f"OUT must differ from IN ({source})")
+    journal_path = target.with_name(target.name + JOURNAL_SUFFIX)
+    failures_path = (
+        Path(settings.failures) if settings.failures else target.with_name(target.name + FAILURES_SUFFIX)
+    )
+    _check_paths(source, target, journal_path, failures_path)
     records = read_jsonl_strict(source)
+    if not records:
+        raise DataError(
+            f"{source}: no records to translate (the file is empty or only blank lines); give a JSONL file of records"
+        )
+    _check_fields(source, records, settings.fields)
+    with OutputLock(_output_folder(target), job=f"train.translate writing {target.name}", name=f".vichat-{target.name}.lock"):
+        return _translate_locked(source, target, journal_path, failures_path, records, settings, client)
+
+
+def _translate_locked(
+    source: Path,
+    target: Path,
+    journal_path: Path,
+    failures_path: Path,
+    records: list[dict[str, Any]],
+    settings: TranslateSettings,
+    client: TextTranslator | None,
+) -> TranslateStats:
     stats = TranslateStats(records=len(records))
     passthrough = settings.translator == "none" and client is None
     own_client = client is None and not passthrough
     client = client or (None if passthrough else make_client(settings))
     cache = None if passthrough else _open_cache(settings)
-    journal = Journal(target.with_name(target.name + JOURNAL_SUFFIX), _journal_header(source, settings))
-    failures_path = Path(settings.failures or target.with_name(target.name + FAILURES_SUFFIX))
+    journal = Journal(journal_path, journal_header(source, settings))
+    policy = _policy(settings)
     try:
         done = journal.open()
         stats.resumed = len(done)
         pipeline = (
             PassThrough()
             if client is None
-            else TextPipeline(client, cache, _policy(settings), stats, settings.max_chars)
+            else TextPipeline(client, cache, policy, stats, settings.max_chars)
         )
         todo = [index for index in range(len(records)) if index not in done]
-        with failures_path.open("w", encoding="utf-8") as failures:
-            _run(records, todo, pipeline, settings, journal, failures, stats)
+        failures = _run(records, todo, pipeline, settings, journal, stats, policy.stop)
         journal.close()
-        write_jsonl(target, journal.records_in_order())
-        if stats.failed == 0:
+        if stats.resumed + stats.translated:  # all failed: an OUT from an earlier run is left alone
+            stats.written = atomic_write_lines(target, journal.records_in_order())
+        if failures:
+            atomic_write_lines(failures_path, failures)
+        else:
+            failures_path.unlink(missing_ok=True)  # checked up front: a failures file of ours, or none
             journal.path.unlink()
-            failures_path.unlink()
     finally:
         journal.close()
         if cache is not None:
@@ -664,24 +815,99 @@ def translate_file(
     return stats
 
 
+def _check_paths(source: Path, target: Path, journal: Path, failures: Path) -> None:
+    """Refuse, before anything is written, outputs that would overwrite the input or a user's file."""
+    refuse_overwriting_inputs([target, journal], [source], "OUT")
+    refuse_overwriting_inputs([failures], [source], "--failures")
+    if failures.resolve() in (target.resolve(), journal.resolve()):
+        raise SettingsError(f"--failures {failures} must differ from OUT ({target}) and its journal")
+    for flag, path in (("OUT", target), ("--failures", failures)):
+        if path.is_dir():
+            raise SettingsError(f"{flag} {path} is a folder; give a file path such as {path / 'out.jsonl'}")
+    if not _is_failures_file(failures):
+        raise SettingsError(
+            f"--failures {failures} exists and is not a failures file written by train.translate; "
+            "choose another path (it is left as it is)"
+        )
+
+
+def _is_failures_file(path: Path) -> bool:
+    """True when ``path`` is missing, empty, or every line is a failure entry: safe to replace or remove."""
+    if not path.exists():
+        return True
+    try:
+        with path.open("rb") as stream:
+            for raw in stream:
+                if not raw.strip():
+                    continue
+                entry = json.loads(raw)
+                if not (isinstance(entry, dict) and "index" in entry and "reason" in entry):
+                    return False
+    except (OSError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _check_fields(source: Path, records: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
+    """Every field to translate holds text in at least one record (a typo would silently skip it)."""
+    present: dict[str, bool] = {}
+    for record in records:
+        for name, value in record.items():
+            present[name] = present.get(name, False) or isinstance(value, str)
+    missing = [name for name in fields if name not in present]
+    if missing:
+        names = ", ".join(f'"{name}"' for name in missing)
+        raise SettingsError(
+            f"--fields: no record of {source} has the field {names}; "
+            f"its records have: {', '.join(sorted(present))}"
+        )
+    textless = [name for name in fields if not present[name]]
+    if textless:
+        raise SettingsError(
+            f"--fields: the field {', '.join(textless)} holds no text in any record of {source}; "
+            f"fields with text: {', '.join(sorted(name for name, text in present.items() if text))}"
+        )
+
+
+def _output_folder(target: Path) -> Path:
+    """OUT's folder, created if missing; SettingsError when a file stands where a folder must be."""
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SettingsError(
+            f"cannot create the folder {folder} for OUT: a file of that name is in the way; choose another OUT"
+        ) from None
+    return folder
+
+
 def _open_cache(settings: TranslateSettings) -> TranslationCache | None:
     if not settings.cache_dir:
         return None
-    namespace = f"{settings.translator}:{settings.source_lang}:{settings.target_lang}"
-    return TranslationCache(settings.cache_dir, namespace)
+    return TranslationCache(settings.cache_dir, cache_namespace(settings))
+
+
+def cache_namespace(settings: TranslateSettings) -> str:
+    """What besides the text decides a translation: engine, endpoint, languages."""
+    return "\x00".join(
+        [settings.translator, endpoint_key(settings.url), settings.source_lang, settings.target_lang]
+    )
 
 
 def _policy(settings: TranslateSettings) -> RetryPolicy:
     return RetryPolicy(settings.max_attempts, settings.backoff_s, settings.backoff_max_s)
 
 
-def _journal_header(source: Path, settings: TranslateSettings) -> dict[str, Any]:
+def journal_header(source: Path, settings: TranslateSettings) -> dict[str, Any]:
+    """What a journal belongs to: the input's bytes and every setting that changes a translated record."""
     return {
         "input_sha256": _file_sha256(source),
         "translator": settings.translator,
+        "endpoint": endpoint_key(settings.url) if settings.translator != "none" else None,
         "source_lang": settings.source_lang,
         "target_lang": settings.target_lang,
         "fields": list(settings.fields),
+        "max_chars": settings.max_chars,
     }
 
 
@@ -691,13 +917,17 @@ def _run(
     pipeline: Translates,
     settings: TranslateSettings,
     journal: Journal,
-    failures: IO[str],
     stats: TranslateStats,
-) -> None:
-    """Translate ``todo`` in a bounded pool; journal each record as it completes."""
+    stop: threading.Event,
+) -> list[dict[str, Any]]:
+    """Translate ``todo`` in a bounded pool; journal each record as it completes; return the failures.
+
+    On any exit but a normal one (Ctrl-C), ``stop`` is set: backoffs end and no request starts.
+    """
     window = settings.concurrency * 2
     queue = iter(todo)
     pending: dict[futures.Future[dict[str, Any]], int] = {}
+    failures: list[dict[str, Any]] = []
     progress = tqdm(
         total=len(records),
         initial=len(records) - len(todo),
@@ -722,19 +952,21 @@ def _run(
                     stats.add("translated")
                 except RecordFailed as exc:
                     stats.add("failed")
-                    _write_failure(failures, index, records[index], exc)
+                    failures.append(_failure(index, records[index], exc))
                 progress.update(1)
             progress.set_postfix(requests=stats.requests, failed=stats.failed, refresh=False)
             refill()
+    except BaseException:
+        stop.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         progress.close()
+    return sorted(failures, key=lambda entry: entry["index"])
 
 
-def _write_failure(stream: IO[str], index: int, record: dict[str, Any], exc: RecordFailed) -> None:
-    entry = {"index": index, "id": record.get("id"), "field": exc.field_name, "reason": exc.reason}
-    stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    stream.flush()
+def _failure(index: int, record: dict[str, Any], exc: RecordFailed) -> dict[str, Any]:
+    return {"index": index, "id": record.get("id"), "field": exc.field_name, "reason": exc.reason}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -747,33 +979,75 @@ class TranslateArgs:
     settings: TranslateSettings
 
 
+def _number_arg(name: str) -> Callable[[str], Any]:
+    flag, bounds = NUMBER_FLAGS[name]
+    return arg(flag, **bounds)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TranslateArgs:
     defaults = TranslateSettings()
     parser = argparse.ArgumentParser(prog="python -m train.translate", description=__doc__.split("\n")[0])
     parser.add_argument("input", metavar="IN", help="prompt/response JSONL in English")
     parser.add_argument("output", metavar="OUT", help="translated JSONL (written in input order)")
     parser.add_argument("--translator", choices=TRANSLATORS, default=defaults.translator)
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="requests in flight")
+    parser.add_argument(
+        "--concurrency",
+        type=_number_arg("concurrency"),
+        default=defaults.concurrency,
+        help="requests in flight",
+    )
     parser.add_argument(
         "--cache", dest="cache_dir", default=defaults.cache_dir, help="cache folder ('' disables)"
     )
     parser.add_argument("--failures", default=None, help=f"failures JSONL (default: OUT{FAILURES_SUFFIX})")
     parser.add_argument("--url", default=defaults.url, help="Google Translate mobile endpoint")
-    parser.add_argument("--source-lang", default=defaults.source_lang)
-    parser.add_argument("--target-lang", default=defaults.target_lang)
+    parser.add_argument("--source-lang", default=defaults.source_lang, help="code or name, or auto")
+    parser.add_argument("--target-lang", default=defaults.target_lang, help="code or name")
     parser.add_argument(
         "--fields", nargs="+", default=list(defaults.fields), help="record fields to translate"
     )
-    parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="request size limit")
-    parser.add_argument("--timeout", dest="timeout_s", type=float, default=defaults.timeout_s, help="seconds")
-    parser.add_argument("--max-attempts", type=int, default=defaults.max_attempts)
     parser.add_argument(
-        "--backoff", dest="backoff_s", type=float, default=defaults.backoff_s, help="first delay (s)"
+        "--max-chars", type=_number_arg("max_chars"), default=defaults.max_chars, help="request size limit"
     )
-    parser.add_argument("--backoff-max", dest="backoff_max_s", type=float, default=defaults.backoff_max_s)
+    parser.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=_number_arg("timeout_s"),
+        default=defaults.timeout_s,
+        help="seconds",
+    )
+    attempts = parser.add_mutually_exclusive_group()
+    attempts.add_argument(
+        "--max-attempts",
+        type=_number_arg("max_attempts"),
+        default=defaults.max_attempts,
+        help="requests per text, the first included",
+    )
+    attempts.add_argument(
+        "--retries",
+        type=arg("--retries", **RETRIES_BOUNDS),
+        default=None,
+        help="retries after the first request (--max-attempts minus one)",
+    )
+    parser.add_argument(
+        "--backoff",
+        dest="backoff_s",
+        type=_number_arg("backoff_s"),
+        default=defaults.backoff_s,
+        help="first delay (s)",
+    )
+    parser.add_argument(
+        "--backoff-max",
+        dest="backoff_max_s",
+        type=_number_arg("backoff_max_s"),
+        default=defaults.backoff_max_s,
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     values = vars(parser.parse_args(argv))
     source, output = values.pop("input"), values.pop("output")
+    retries = values.pop("retries")
+    if retries is not None:
+        values["max_attempts"] = retries + 1
     values["fields"] = tuple(values["fields"])
     return TranslateArgs(source, output, TranslateSettings(**values))
 
@@ -783,9 +1057,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal = f"{args.output}{JOURNAL_SUFFIX}"
     try:
         stats = translate_file(args.input, args.output, args.settings)
-    except ViChatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: finished records are kept in {journal}; run the same command to resume",
@@ -795,8 +1066,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(stats.summary())
     if stats.failed:
         failures = args.settings.failures or f"{args.output}{FAILURES_SUFFIX}"
+        kept = (
+            f"{args.output} holds the other {stats.written}"
+            if stats.written
+            else f"{args.output} not written"
+        )
         print(
-            f"{stats.failed} record(s) failed (see {failures}); {args.output} holds the others. "
+            f"{stats.failed} record(s) failed (see {failures}); {kept}. "
             "Run the same command again to retry only the failed ones.",
             file=sys.stderr,
         )
@@ -806,4 +1082,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -7,12 +7,16 @@ through this module, so a bad line is reported the same way everywhere: file, 1-
 number and the reason.
 
 Lines are read as bytes and decoded one by one, so a line with invalid UTF-8 costs that line
-only. Blank lines are skipped.
+only. Blank lines are skipped. Nothing in a line raises: JSON that Python's parser would choke on
+(integers of thousands of digits, brackets nested thousands deep) and JSON that would poison later
+steps (``NaN``, ``Infinity``, lone ``\ud800`` surrogate escapes, which no UTF-8 file can hold) are
+each a per-line :class:`RecordError`. A file saved as UTF-16, or a JSON array instead of JSON Lines,
+is told as such once, at line 1, with the fix.
 
-CLI::
+CLI (every file is checked, every missing one named)::
 
-    python -m vichat.data validate FILE...              # exit 1 and list the bad lines
-    python -m vichat.data stats FILE... [--tokenizer NAME_OR_PATH] [--json]
+    python -m vichat.data validate FILE...   # 0 all good, 1 bad lines or no records, 2 a file missing
+    python -m vichat.data stats FILE... [--tokenizer NAME_OR_PATH] [--json]   # same exit statuses
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import io
 import json
 import math
 import os
+import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from vichat.errors import DataError, SettingsError, ViChatError
+from vichat.checks import arg
+from vichat.cli import run
+from vichat.errors import DataError, SettingsError
+from vichat.files import atomic_write_lines
+from vichat.prompts import MAX_PROMPT_CHARS
 
 REQUIRED_FIELDS = ("prompt", "response")
 WHITESPACE_TOKENIZER = "whitespace"
@@ -38,14 +46,26 @@ STRICT_ERRORS_SHOWN = 5
 
 # --------------------------------------------------------------------------- reading
 
+FILE_KINDS = ("utf16", "utf32", "json_array")
+"""Kinds that describe the whole file rather than one line (reported once, at line 1)."""
+
+MAX_INT_DIGITS = 4300
+"""Python's own limit for turning digits into an int; longer numbers are refused per line, not raised."""
+
+JSON_ARRAY_FIX = (
+    'python -c "import json,sys; [print(json.dumps(r, ensure_ascii=False)) for r in json.load(sys.stdin)]" '
+    "< FILE.json > FILE.jsonl"
+)
+
 
 @dataclass(frozen=True)
 class RecordError:
     """One bad line: where it is and why it was rejected.
 
-    ``kind`` is one of ``utf8``, ``json``, ``not_object``, ``missing_field``, ``not_string``,
-    ``empty``; callers that treat some problems differently (a mixture builder drops empty
-    records but refuses malformed ones) switch on it.
+    ``kind`` is one of ``utf8``, ``json``, ``nan``, ``number``, ``surrogate``, ``not_object``,
+    ``missing_field``, ``not_string``, ``empty``, ``too_long``, or, for a whole file (line 1),
+    ``utf16``, ``utf32``, ``json_array``; callers that treat some problems differently (a mixture
+    builder drops empty records but refuses malformed ones) switch on it.
     """
 
     path: str
@@ -69,16 +89,179 @@ class ReadResult:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def file_error(self) -> RecordError | None:
+        """The error that spoils the whole file (UTF-16, a JSON array), if that is what is wrong."""
+        if len(self.errors) == 1 and self.errors[0].kind in FILE_KINDS:
+            return self.errors[0]
+        return None
+
+
+class JSONProblem(ValueError):
+    """A JSON text that cannot be a record: bad syntax, NaN, a number too long, a lone surrogate.
+
+    ``pos`` is the character offset of the problem in the text (None when unknown).
+    """
+
+    def __init__(self, kind: str, reason: str, pos: int | None = None):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.pos = pos
+
+
+class _Refused(Exception):
+    """Raised from inside the decoder's hooks; becomes a JSONProblem."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused("nan", f"{name} is not valid JSON (write null or a number instead)")
+
+
+def _checked_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _Refused(
+            "number",
+            f"a number with {digits:,} digits is too long to read (the limit is {MAX_INT_DIGITS:,}); "
+            "write it as a string",
+        )
+    return int(text)
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise _Refused("number", f"the number {shown} is too large (it would be infinity)")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_int=_checked_int, parse_float=_checked_float
+)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def decode_json(text: str, start: int = 0) -> tuple[Any, int]:
+    """Decode one JSON value of ``text`` at ``start``; return it and the offset just after it.
+
+    Everything a record could not hold is a :class:`JSONProblem`, never another exception: bad syntax,
+    nesting too deep for the parser (``json``), ``NaN``/``Infinity`` (``nan``), integers over
+    4,300 digits or floats that overflow (``number``), and ``\\ud800``-style escapes that leave a lone
+    UTF-16 surrogate, which no UTF-8 file can hold and which crash any later write (``surrogate``).
+    """
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise JSONProblem("json", exc.msg, exc.pos) from None
+    except _Refused as exc:
+        raise JSONProblem(exc.kind, exc.reason) from None
+    except RecursionError:
+        raise JSONProblem(
+            "json", "values nested too deeply to read (over about 1,000 brackets deep)"
+        ) from None
+    if _SURROGATE_ESCAPE.search(text, start, end):  # valid pairs match too; look at the decoded strings
+        where = _lone_surrogate(value)
+        if where is not None:
+            raise JSONProblem(
+                "surrogate",
+                f"{where} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), "
+                "which is not text; fix or remove that escape",
+            )
+    return value, end
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """Where the first string with a lone surrogate is (``field "x"``), or None. Iterative: no recursion."""
+    stack: list[tuple[Any, str]] = [(value, "a value")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return where
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if _SURROGATE.search(key):
+                    return "a field name"
+                stack.append((inner, f'field "{key}"' if where == "a value" else where))
+        elif isinstance(item, list):
+            stack.extend((inner, where) for inner in item)
+    return None
+
+
+def loads(text: str) -> Any:
+    """One whole JSON text (surrounding whitespace allowed), with :func:`decode_json`'s checks."""
+    start = len(text) - len(text.lstrip())
+    value, end = decode_json(text, start)
+    if text[end:].strip():
+        raise JSONProblem("json", "extra text after the JSON value (two values on one line?)", end)
+    return value
+
+
+def _json_reason(problem: JSONProblem, text: str) -> str:
+    """The reason with the column where the problem is; at a line's end, say so (a cut line, a missing bracket)."""
+    if problem.kind != "json" or problem.pos is None:
+        return problem.reason
+    message = problem.reason.removesuffix(" at")  # "Unterminated string starting at"
+    end = len(text.rstrip())
+    if problem.pos >= end or message.startswith("Unterminated string"):
+        where = "at the end of the line" if problem.pos >= end else f"at column {problem.pos + 1}"
+        return f"malformed JSON: {message} {where}: the line is cut short or a closing quote or bracket is missing"
+    return f"malformed JSON: {message} at column {problem.pos + 1}"
+
+
+def encoding_error(raw: bytes, path: str) -> RecordError | None:
+    """A UTF-16/UTF-32 file, told by its byte-order mark or by NUL bytes between ASCII characters."""
+    for bom, kind, name in (
+        (b"\xff\xfe\x00\x00", "utf32", "UTF-32"),
+        (b"\x00\x00\xfe\xff", "utf32", "UTF-32"),
+        (b"\xff\xfe", "utf16", "UTF-16"),
+        (b"\xfe\xff", "utf16", "UTF-16"),
+    ):
+        if raw.startswith(bom):
+            return RecordError(
+                path, 1, kind, f"file is {name} (it starts with a {name} byte-order mark); save it as UTF-8"
+            )
+    sample = raw[:4096]
+    if sample.count(0) * 4 >= len(sample) > 1:
+        return RecordError(
+            path, 1, "utf16", "file is UTF-16 (NUL bytes between the characters); save it as UTF-8"
+        )
+    return None
+
+
+def _strip_newline(raw: bytes) -> bytes:
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw
+
 
 def iter_json_lines(lines: Iterable[bytes], path: str) -> Iterator[tuple[int, Any, RecordError | None]]:
     """Yield ``(line_number, value, error)`` for every non-blank line of a JSONL byte stream.
 
     Exactly one of ``value``/``error`` is meaningful: ``error`` is None when the line decoded
-    and parsed. Any JSON value is accepted here; record checks come on top.
+    and parsed. Any JSON value is accepted here; record checks come on top. A UTF-16 file or a
+    JSON array (not JSON Lines) gives one error for the whole file, at line 1.
     """
-    for number, raw in enumerate(lines, start=1):
+    stream = iter(lines)
+    seen_value = False
+    for number, raw in enumerate(stream, start=1):
+        if number == 1:
+            problem = encoding_error(raw, path)
+            if problem is not None:
+                yield number, None, problem
+                return
         try:
-            text = raw.decode("utf-8")
+            text = _strip_newline(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
             yield number, None, RecordError(path, number, "utf8", f"invalid UTF-8 at byte {exc.start}")
             continue
@@ -86,14 +269,51 @@ def iter_json_lines(lines: Iterable[bytes], path: str) -> Iterator[tuple[int, An
             text = text.removeprefix("\ufeff")
         if not text.strip():
             continue
+        first, seen_value = not seen_value, True
+        if first and text.lstrip().startswith("["):  # a JSON array instead of JSON Lines?
+            rest = list(stream)
+            if _is_json_array(text, rest):
+                yield (
+                    number,
+                    None,
+                    RecordError(
+                        path,
+                        number,
+                        "json_array",
+                        f"this is a JSON array, not JSON Lines (one object per line); convert it with: {JSON_ARRAY_FIX}",
+                    ),
+                )
+                return
+            yield _parse_line(number, text, path)
+            yield from _parse_rest(rest, number, path)
+            return
+        yield _parse_line(number, text, path)
+
+
+def _parse_rest(rest: list[bytes], first: int, path: str) -> Iterator[tuple[int, Any, RecordError | None]]:
+    for number, raw in enumerate(rest, start=first + 1):
         try:
-            yield number, json.loads(text), None
-        except json.JSONDecodeError as exc:
-            yield (
-                number,
-                None,
-                RecordError(path, number, "json", f"malformed JSON: {exc.msg} (column {exc.colno})"),
-            )
+            text = _strip_newline(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, None, RecordError(path, number, "utf8", f"invalid UTF-8 at byte {exc.start}")
+            continue
+        if text.strip():
+            yield _parse_line(number, text, path)
+
+
+def _is_json_array(first: str, rest: list[bytes]) -> bool:
+    try:
+        whole = first + "\n" + b"\n".join(rest).decode("utf-8")
+        return isinstance(loads(whole), list)
+    except (UnicodeDecodeError, JSONProblem):
+        return False
+
+
+def _parse_line(number: int, text: str, path: str) -> tuple[int, Any, RecordError | None]:
+    try:
+        return number, loads(text), None
+    except JSONProblem as problem:
+        return number, None, RecordError(path, number, problem.kind, _json_reason(problem, text))
 
 
 def check_record(value: Any, fields: Sequence[str] = REQUIRED_FIELDS) -> tuple[str, str] | None:
@@ -107,6 +327,12 @@ def check_record(value: Any, fields: Sequence[str] = REQUIRED_FIELDS) -> tuple[s
             return "not_string", f'field "{name}" must be a string, got {_json_type(value[name])}'
         if not value[name].strip():
             return "empty", f'field "{name}" is empty'
+    prompt = value.get("prompt")
+    if "prompt" in fields and isinstance(prompt, str) and len(prompt.strip()) > MAX_PROMPT_CHARS:
+        return "too_long", (
+            f'field "prompt" is {len(prompt.strip()):,} characters long; prompts are limited to '
+            f"{MAX_PROMPT_CHARS:,} (vichat.prompts.MAX_PROMPT_CHARS): shorten or drop this record"
+        )
     return None
 
 
@@ -200,21 +426,8 @@ def _renamed(result: ReadResult, name: str) -> ReadResult:
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
-    """Write records atomically (temp file in the same folder, then rename); return the count."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            for record in records:
-                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return count
+    """Write records atomically (temp file in the same folder, fsync, then rename); return the count."""
+    return atomic_write_lines(path, records)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -429,7 +642,10 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check prompt/response JSONL files line by line")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument(
-        "--max-shown", type=int, default=ValidateArgs.max_shown, help="bad lines listed per file"
+        "--max-shown",
+        type=arg("--max-shown", minimum=0, integer=True),
+        default=ValidateArgs.max_shown,
+        help="bad lines listed per file",
     )
     stats = commands.add_parser("stats", help="counts, length distributions and token totals")
     stats.add_argument("files", nargs="+", metavar="FILE")
@@ -440,47 +656,100 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_each(paths: Sequence[str]) -> tuple[list[ReadResult], list[str]]:
+    """Read every file; a missing or unreadable one is reported (``file: reason``) and the rest still read."""
+    results: list[ReadResult] = []
+    missing: list[str] = []
+    for path in paths:
+        try:
+            results.append(read_jsonl(path))
+        except DataError as exc:
+            missing.append(str(exc))
+        except OSError as exc:  # permission denied, a FIFO gone away...
+            missing.append(f"{path}: cannot read ({exc.strerror or exc})")
+    for message in missing:
+        print(f"error: {message}", file=sys.stderr)
+    return results, missing
+
+
+def _missing_summary(missing: list[str], total: int) -> None:
+    if missing:
+        print(
+            f"error: {len(missing)} of {total} file(s) could not be read (listed above); check the paths",
+            file=sys.stderr,
+        )
+
+
 def run_validate(args: ValidateArgs, out: IO[str]) -> int:
-    """Print OK or the bad lines per file; return 1 when any file has a bad line."""
+    """Print OK or the bad lines per file.
+
+    Exit status: 0 when every file is good, 1 when a file has a bad line or no records, 2 when a file is
+    missing or unreadable (every file is still checked and every missing one named).
+    """
     exit_code = 0
-    for path in args.files:
-        result = read_jsonl(path)
-        if result.ok:
+    max_shown = args.max_shown
+    results, missing = _read_each(args.files)
+    for result in results:
+        path = result.path
+        whole = result.file_error
+        if whole is not None:
+            exit_code = 1
+            print(f"INVALID {path}: {whole.reason}", file=out)
+            continue
+        if result.ok and result.records:
             print(f"OK {path}: {len(result.records):,} records", file=out)
             continue
         exit_code = 1
+        if result.ok:
+            print(f"INVALID {path}: no records (the file is empty or blank)", file=out)
+            continue
         print(
             f"INVALID {path}: {len(result.errors):,} bad line(s), {len(result.records):,} good records",
             file=out,
         )
-        for error in result.errors[: args.max_shown]:
+        for error in result.errors[:max_shown]:
             print(f"  {error}", file=out)
-        if len(result.errors) > args.max_shown:
-            print(f"  ... and {len(result.errors) - args.max_shown} more", file=out)
-    return exit_code
+        if len(result.errors) > max_shown:
+            print(f"  ... and {len(result.errors) - max_shown} more", file=out)
+    _missing_summary(missing, len(args.files))
+    return 2 if missing else exit_code
 
 
 def run_stats(args: StatsArgs, out: IO[str]) -> int:
-    """Print statistics per file (and for all files together when there are several)."""
+    """Print statistics per file (and for all files together when there are several).
+
+    The statistics cover the good records. Exit status: 0 when every line of every file was used, 1 when
+    bad lines were skipped or a file had no records, 2 when a file is missing or unreadable.
+    """
     counter = load_token_counter(args.tokenizer) if args.tokenizer else None
-    results = [read_jsonl(path) for path in args.files]
+    results, missing = _read_each(args.files)
     named = [(result.path, result.records) for result in results]
     if len(results) > 1:
         named.append(("all files", [record for result in results for record in result.records]))
     report = {name: compute_stats(records, counter) for name, records in named}
     skipped = {result.path: len(result.errors) for result in results if result.errors}
+    whole = {result.path: result.file_error.reason for result in results if result.file_error}
+    empty = [result.path for result in results if not result.records]
     if args.json:
         payload = {name: stats.to_dict() for name, stats in report.items()}
-        print(json.dumps({"files": payload, "bad_lines": skipped}, indent=2, ensure_ascii=False), file=out)
-        return 0
-    for name, stats in report.items():
-        print(format_stats(name, stats), file=out)
-        if name in skipped:
-            print(
-                f"  skipped {skipped[name]} bad line(s); list them with: python -m vichat.data validate {name}",
-                file=out,
-            )
-    return 0
+        document = {"files": payload, "bad_lines": skipped, "file_errors": whole, "missing": missing}
+        print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
+    else:
+        for name, stats in report.items():
+            print(format_stats(name, stats), file=out)
+            if name in whole:
+                print(f"  not read: {whole[name]}", file=out)
+            elif name in skipped:
+                print(
+                    f"  skipped {skipped[name]} bad line(s); list them with: python -m vichat.data validate {name}",
+                    file=out,
+                )
+            elif name in empty:
+                print("  no records: the file is empty or blank", file=out)
+    _missing_summary(missing, len(args.files))
+    if missing:
+        return 2
+    return 1 if skipped or empty else 0
 
 
 def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
@@ -493,12 +762,8 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
         "stats": (StatsArgs, run_stats),
     }
     args_type, runner = runners[command]
-    try:
-        return runner(args_type(**vars(namespace)), stream)
-    except ViChatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return runner(args_type(**vars(namespace)), stream)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -31,6 +31,12 @@ class OutputBusyError(ViChatError):
     """Another process is writing to the same output folder."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """A handle on a temp file beside ``path``; on a clean exit it is fsynced and renamed onto ``path``.
@@ -46,9 +52,8 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", encoding: str |
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        if target.exists():  # keep the permissions a user gave the file
-            with contextlib.suppress(OSError):
-                os.chmod(temp_name, target.stat().st_mode & 0o7777)
+        with contextlib.suppress(OSError):  # mkstemp makes 0600: keep the old file's mode, else the umask's
+            os.chmod(temp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -102,17 +107,19 @@ def refuse_overwriting_inputs(
 class OutputLock:
     """An exclusive, non-blocking lock on an output folder (``<dir>/.vichat.lock``), held while a job writes.
 
-    The OS releases it when the process dies, so a killed job never leaves a stale lock behind.
+    The OS releases it when the process dies, so a killed job never leaves a stale lock behind. ``name``
+    picks the lock file: jobs that each write their own files into one folder lock ``.<output>.lock``.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], job: str = "a job"):
+    def __init__(self, folder: str | os.PathLike[str], job: str = "a job", name: str = LOCK_NAME):
         self.folder = Path(folder)
         self.job = job
+        self.name = name  # one lock per folder by default; a per-output name lets jobs share a folder
         self._fh: IO[str] | None = None
 
     def acquire(self) -> OutputLock:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fh = (self.folder / LOCK_NAME).open("a+", encoding="utf-8")
+        fh = (self.folder / self.name).open("a+", encoding="utf-8")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -3,6 +3,10 @@
 One :class:`LoadedBase` holds one copy of a base model's weights. Every variant of that base is a LoRA
 adapter loaded onto it (PEFT multi-adapter); the base itself is reached by disabling adapters, never by a
 second copy. A lock serialises use, so concurrent requests for different variants never mix adapters.
+
+Because the base is shared, an adapter is checked before it touches it (:mod:`vichat.adapter_checks`: the
+base it was made for, its init method, its tensors' names and shapes), and a load that fails anyway is
+undone layer by layer, so the base and the adapters already on it stay bit-identical.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -22,15 +25,20 @@ from pathlib import Path
 
 import torch
 
+from vichat.adapter_checks import (  # noqa: F401  (ADAPTER_*: imported from here by train and ui)
+    ADAPTER_CONFIG,
+    ADAPTER_META,
+    ADAPTER_WEIGHTS,
+    check_fits,
+    read_adapter,
+    read_json_object,
+)
 from vichat.errors import VariantUnavailableError, ViChatError
 from vichat.paths import cache_dir, resolve
 
 log = logging.getLogger(__name__)
 
 GGUF_PREFIX = "gguf-package:"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_META = "vichat.json"  # base key and template recorded by our trainer beside the adapter
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,8 @@ def adapter_folder(ref: str) -> Path:
     return path
 
 
-def adapter_availability(ref: str) -> Availability:
+def adapter_availability(ref: str, spec: BaseSpec | None = None) -> Availability:
+    """Whether the adapter's files are here and, given the base's ``spec``, pass the checks that need no model."""
     if not is_local_path(ref):
         from huggingface_hub import try_to_load_from_cache
 
@@ -238,12 +247,18 @@ def adapter_availability(ref: str) -> Availability:
         return Availability(False, f"adapter folder {ref} has no {ADAPTER_WEIGHTS}")
     if not (path / ADAPTER_CONFIG).is_file():
         return Availability(False, f"adapter folder {ref} has no {ADAPTER_CONFIG}")
+    if spec is not None:
+        try:
+            read_adapter(path, spec)
+        except VariantUnavailableError as e:
+            return Availability(False, str(e))
     return Availability(True, f"adapter {ref}")
 
 
 def adapter_meta(path: Path) -> dict:
+    """The adapter's ``vichat.json`` ({} if it has none); a damaged one is a clear error."""
     meta = path / ADAPTER_META
-    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    return read_json_object(meta, path) if meta.is_file() else {}
 
 
 # ------------------------------------------------------------------------------------------ loaded base
@@ -272,21 +287,38 @@ class LoadedBase:
         return bool(self.adapters)
 
     def add_adapter(self, name: str, path: Path) -> None:
-        """Load a LoRA adapter (safetensors) onto this base under ``name``; no-op if already there."""
+        """Load a LoRA adapter (safetensors) onto this base under ``name``; no-op if already there.
+
+        Checked first; a refused adapter never reaches PEFT. A load that fails inside PEFT is undone.
+        """
         from peft import PeftModel
+        from safetensors import SafetensorError
 
         with self.lock:
             if name in self.adapters:
                 return
+            files = read_adapter(path, self.spec)
+            check_fits(files, self.model, self.spec.key)
+            undo = Rollback(self.model)
             try:
                 if not self.adapters:
-                    self.model = PeftModel.from_pretrained(
-                        self.model, path, adapter_name=name, is_trainable=False
-                    )
+                    model = PeftModel.from_pretrained(self.model, path, adapter_name=name, is_trainable=False)
                 else:
                     self.model.load_adapter(path, adapter_name=name, is_trainable=False)
-            except (ValueError, RuntimeError, KeyError) as e:
-                raise ViChatError(f"adapter {path} does not fit base {self.spec.key!r}: {e}") from e
+                    model = self.model
+            except BaseException as e:
+                undo(name)
+                if isinstance(
+                    e, ValueError | RuntimeError | KeyError | TypeError | OSError | SafetensorError
+                ):
+                    detail = " ".join(str(e).split())[:400]
+                    raise ViChatError(
+                        f"adapter {path} does not fit base {self.spec.key!r} ({type(e).__name__}: {detail}); "
+                        "the base and its other adapters are unchanged; train the adapter again on this base "
+                        "(python -m train.lora)"
+                    ) from e
+                raise
+            self.model = model
             self.model.eval()
             self.adapters[name] = path
             if _adapter_is_noop(self.model, name):
@@ -309,6 +341,52 @@ class LoadedBase:
                     raise ViChatError(f"adapter {adapter!r} is not loaded on base {self.spec.key!r}")
                 self.model.set_adapter(adapter)
                 yield self.model
+
+
+class Rollback:
+    """What a failed adapter load must put back, recorded before it starts.
+
+    PEFT injects LoRA layers into the base in place, and a load can fail after some are in: the new adapter is
+    deleted from every layer, layers left without adapters are replaced by the layer they wrapped, and the
+    config entry, attributes and flags PEFT set are restored. The base's own parameters are never replaced.
+    """
+
+    def __init__(self, model) -> None:
+        from peft import PeftModel
+
+        self.model = model
+        peft = isinstance(model, PeftModel)
+        self.root = model.get_base_model() if peft else model
+        self.root_attrs = set(vars(self.root))
+        self.grads = [(p, p.requires_grad) for p in model.parameters()]
+        self.active = [(m, m.active_adapter) for m in (model, model.base_model)] if peft else []
+        config = getattr(self.root, "config", None)
+        self.tp = getattr(config, "pretraining_tp", None)
+
+    def __call__(self, name: str) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [(n, m) for n, m in self.root.named_modules() if isinstance(m, BaseTunerLayer)]
+        for _, layer in layers:
+            layer.delete_adapter(name)
+            getattr(layer, "lora_variant", {}).pop(name, None)
+        for module_name, layer in layers:
+            if not layer._all_available_adapter_names():
+                parent_name, _, child = module_name.rpartition(".")
+                parent = self.root.get_submodule(parent_name) if parent_name else self.root
+                setattr(parent, child, layer.get_base_layer())
+        configs = getattr(self.model, "peft_config", None)
+        if isinstance(configs, dict):
+            configs.pop(name, None)
+        for attr in set(vars(self.root)) - self.root_attrs:  # e.g. peft_config on a base that had no adapter
+            delattr(self.root, attr)
+        for param, flag in self.grads:
+            param.requires_grad_(flag)
+        for module, active in self.active:
+            module.active_adapter = active
+        if self.tp is not None:
+            self.root.config.pretraining_tp = self.tp
+        self.model.eval()
 
 
 def _adapter_is_noop(model, name: str) -> bool:

@@ -2,19 +2,33 @@
 
 One :class:`Registry` owns every loaded model. The app's tabs, the CLIs and evaluation receive it; nothing
 reaches for a global. Bases load lazily on first use; all variants of a base share one copy of its weights.
+
+The variant file is checked whole when it is read: UTF-8 text (UTF-16 and stray bytes are named), valid YAML,
+the expected shapes (a mapping of bases, a list of variants, each a mapping with text names) and only the keys
+documented in assets/models.yaml; every problem is one :class:`ViChatError` naming the file, the variant and the
+key. Numbers go through :mod:`vichat.checks`.
+
+``api_key_env`` names the environment variable whose value is sent to an ``openai`` endpoint as its API key,
+so a variant file could otherwise send any secret of the environment to any server. It must look like an API
+key variable: upper-case letters, digits and ``_``, ending in ``_API_KEY``, ``_KEY`` or ``_TOKEN``; never a
+credential of another service (``AWS_*``, ``GITHUB_*``/``GH_*``, ``GITLAB_*``, CI, package-index and Docker
+tokens, anything with SECRET, PASSWORD or PRIVATE in it); and the Hugging Face hub token (``HF_TOKEN`` and its
+aliases) only to Hugging Face hosts. The key's value is never logged or shown.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
-from vichat import fast, generation
+from vichat import checks, fast, generation
 from vichat.errors import UnknownVariantError, VariantUnavailableError, ViChatError
 from vichat.generation import GenerationSettings, GenerationStats
 from vichat.loading import (
@@ -32,6 +46,39 @@ from vichat.prompts import Template, get_template, template_names
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "openai")
+TOP_KEYS = ("bases", "variants")
+BASE_KEYS = ("source", "load_in_8bit", "description")
+VARIANT_KEYS = ("name", "base", "template", "adapter", "backend", "description", "endpoint", "fast")
+ENDPOINT_KEYS = ("base_url", "model", "api_key_env", "timeout_s")
+MAX_FILE_BYTES = 2 * 2**20  # a variant file is a few kB; anything this big is the wrong file
+MAX_TIMEOUT_S = 3600.0
+
+KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,99}")
+KEY_ENV_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN")
+# credentials of other services: never sent to a completions endpoint
+FOREIGN_PREFIXES = (
+    "AWS_", "AZURE_CLIENT_", "GOOGLE_APPLICATION_", "GITHUB_", "GH_", "GITLAB_", "GIT_", "CI_", "ACTIONS_",
+    "RUNNER_", "NPM_", "PYPI_", "TWINE_", "DOCKER_", "SSH_", "GPG_",
+)  # fmt: skip
+FOREIGN_WORDS = ("SECRET", "PASSWORD", "PASSWD", "PRIVATE")
+HUB_TOKENS = ("HF_TOKEN", "HF_API_TOKEN", "HF_API_KEY", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACEHUB_API_TOKEN")
+HUB_HOSTS = ("huggingface.co", "huggingface.cloud", "hf.space")
+
+
+def api_key_env_problem(name: object, base_url: str = "") -> str:
+    """Why ``name`` may not be sent as an endpoint's API key ('' if it may); see the module docstring."""
+    rule = "it must name an API key variable: upper-case letters, digits and _, ending in _API_KEY, _KEY or _TOKEN"
+    if not isinstance(name, str) or not KEY_ENV_NAME.fullmatch(name):
+        return f"{name!r} is not an environment variable name; {rule}"
+    if not name.endswith(KEY_ENV_SUFFIXES):
+        return f"{name!r} does not look like an API key variable; {rule}"
+    if name.startswith(FOREIGN_PREFIXES) or any(w in name for w in FOREIGN_WORDS):
+        return f"{name!r} is a credential of another service, not an API key for a completions server"
+    if name in HUB_TOKENS:
+        host = (urlsplit(base_url).hostname or "").lower()
+        if not any(host == h or host.endswith("." + h) for h in HUB_HOSTS):
+            return f"{name!r} is your Hugging Face hub token; it is sent only to Hugging Face hosts, not to {host!r}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +89,12 @@ class Endpoint:
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        problem = api_key_env_problem(self.api_key_env, self.base_url)
+        if problem:
+            raise ViChatError(f"endpoint {self.base_url}: api_key_env {problem}; use e.g. VLLM_API_KEY")
+        checks.number("endpoint timeout_s", self.timeout_s, above=0, maximum=MAX_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -61,58 +114,188 @@ class Variant:
         return self.adapter is not None or (self.endpoint is not None and self.base != self.endpoint.model)
 
 
-def _parse(data: dict, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]:
-    if not isinstance(data, dict) or "variants" not in data:
+# ---------------------------------------------------------------------------------------- the variant file
+
+
+def read_models_file(path: Path) -> object:
+    """The YAML in ``path``, or one ViChatError naming the file and what is wrong with it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ViChatError(
+            f"variant file {path} not found: give an existing file with --models (default {MODELS_YAML})"
+        ) from None
+    except IsADirectoryError:
+        raise ViChatError(f"variant file {path} is a folder: give the YAML file itself") from None
+    except OSError as e:
+        raise ViChatError(f"cannot read the variant file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ViChatError(
+            f"{path}: {len(raw)} bytes is too big for a variant file; give the models.yaml file"
+        )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise ViChatError(f"{path} is UTF-16 (or holds NUL bytes), not UTF-8 text: save it again as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ViChatError(f"{path}, line {line}: bytes that are not UTF-8; save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ViChatError(f"{path}{where}: not valid YAML ({problem}); fix the syntax there") from None
+    except RecursionError:
+        raise ViChatError(
+            f"{path}: a value cannot be read: it is nested too deeply for a variant file"
+        ) from None
+    except (ValueError, OverflowError) as e:  # e.g. a date that does not exist
+        raise ViChatError(f"{path}: a value cannot be read ({e}); quote it if it is meant as text") from None
+    if data is None:
+        raise ViChatError(f"{path} is empty: it needs 'bases' and 'variants' (see assets/models.yaml)")
+    return data
+
+
+def _kind(value: object) -> str:
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _unknown(where: str, given: dict, allowed: tuple[str, ...]) -> None:
+    unknown = [k for k in given if k not in allowed]
+    if unknown:
+        raise ViChatError(
+            f"{where} has unknown keys: {', '.join(sorted(map(str, unknown)))} (allowed: {', '.join(allowed)})"
+        )
+
+
+def _text(where: str, key: str, value: object, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        got = "nothing" if value is None else f"{_kind(value)} {value!r}"
+        raise ViChatError(f"{where}: {key} must be non-empty text (got {got}); quote it if it is a number")
+    return value.strip()
+
+
+def _base(source: str, key: object, b: object) -> BaseSpec:
+    if not isinstance(key, str) or not key.strip():
+        raise ViChatError(f'{source}: base key {key!r} must be text; quote it (e.g. "{key}":)')
+    where = f"{source}: base {key!r}"
+    if not isinstance(b, dict):
+        raise ViChatError(f"{where} must be a mapping with source (got {_kind(b)})")
+    _unknown(where, b, BASE_KEYS)
+    src = _text(where, "source", b.get("source"))
+    in8 = b.get("load_in_8bit", False)
+    if not isinstance(in8, bool):
+        raise ViChatError(f"{where}: load_in_8bit must be true or false (got {in8!r})")
+    desc = b.get("description") or ""
+    if not isinstance(desc, str):
+        raise ViChatError(f"{where}: description must be text (got {_kind(desc)})")
+    return BaseSpec(key, src, in8, desc)
+
+
+def _endpoint(where: str, e: object) -> Endpoint:
+    if not isinstance(e, dict):
+        raise ViChatError(f"{where}: endpoint must be a mapping with base_url and model (got {_kind(e)})")
+    _unknown(f"{where}: endpoint", e, ENDPOINT_KEYS)
+    url = _text(where, "endpoint base_url", e.get("base_url"))
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ViChatError(
+            f"{where}: endpoint base_url must be an http(s) URL such as http://127.0.0.1:8000/v1"
+        )
+    if parts.username or parts.password:
+        raise ViChatError(
+            f"{where}: endpoint base_url holds a user name or password; remove it and put the key in the "
+            "environment variable named by api_key_env"
+        )
+    model = _text(where, "endpoint model", e.get("model"))
+    key_env = e.get("api_key_env", "OPENAI_API_KEY")
+    problem = api_key_env_problem(key_env, url)
+    if problem:
+        raise ViChatError(f"{where}: api_key_env {problem}; use e.g. VLLM_API_KEY")
+    timeout = checks.number(
+        f"{where}: endpoint timeout_s", e.get("timeout_s", 120.0), above=0, maximum=MAX_TIMEOUT_S
+    )
+    return Endpoint(url, model, key_env, float(timeout))
+
+
+def _variant(source: str, i: int, v: object, bases: dict[str, BaseSpec]) -> Variant:
+    if not isinstance(v, dict):
+        raise ViChatError(
+            f"{source}: variant #{i + 1} is {_kind(v)} ({str(v)[:40]!r}), not a mapping with name, base, ... "
+            "(each variant starts with '- name:')"
+        )
+    name = v.get("name")
+    if name is None:
+        raise ViChatError(
+            f"{source}: variant #{i + 1}: name must be non-empty text (got nothing); add name: ..."
+        )
+    if not isinstance(name, str) or not name.strip():
+        raise ViChatError(
+            f"{source}: variant #{i + 1}: name must be non-empty text (got {_kind(name)} {name!r}); "
+            f'quote it: name: "{name}"'
+        )
+    where = f"{source}: variant {name!r}"
+    _unknown(where, v, VARIANT_KEYS)
+    base = _text(where, "base", v.get("base"))
+    backend = v.get("backend", "local")
+    if backend not in BACKENDS:
+        raise ViChatError(f"{where}: backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    template = v.get("template", "chat")
+    if not isinstance(template, str) or template not in template_names():
+        raise ViChatError(f"{where}: unknown template {template!r}; known: {', '.join(template_names())}")
+    adapter = _text(where, "adapter", v.get("adapter"), required=False)
+    desc = v.get("description") or ""
+    if not isinstance(desc, str):
+        raise ViChatError(f"{where}: description must be text (got {_kind(desc)})")
+    mode = v.get("fast", "auto")
+    mode = {True: "auto", False: "off"}.get(mode, mode) if isinstance(mode, bool) else mode  # YAML on/off
+    if not isinstance(mode, str) or mode.lower() not in fast.FAST_MODES:
+        raise ViChatError(f"{where}: fast must be one of {', '.join(fast.FAST_MODES)} (got {mode!r})")
+    endpoint = _endpoint(where, v["endpoint"]) if v.get("endpoint") is not None else None
+    if backend == "openai" and endpoint is None:
+        raise ViChatError(f"{where} uses backend openai but has no endpoint")
+    if backend == "local" and endpoint is not None:
+        raise ViChatError(
+            f"{where} has an endpoint but backend local; set backend: openai or drop the endpoint"
+        )
+    if backend == "local" and base not in bases:
+        raise ViChatError(f"{where} names unknown base {base!r}; known: {', '.join(bases) or '-'}")
+    return Variant(name.strip(), base, template, adapter, backend, desc, endpoint, mode.lower())
+
+
+def _parse(data: object, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]:
+    if not isinstance(data, dict):
+        raise ViChatError(
+            f"{source} must be a mapping with keys 'bases' and 'variants' (got {_kind(data)}); see assets/models.yaml"
+        )
+    _unknown(source, data, TOP_KEYS)
+    if "variants" not in data:
         raise ViChatError(f"{source}: expected keys 'bases' and 'variants'")
-    bases: dict[str, BaseSpec] = {}
-    for key, b in (data.get("bases") or {}).items():
-        unknown = set(b) - {"source", "load_in_8bit", "description"}
-        if unknown or "source" not in b:
-            raise ViChatError(
-                f"{source}: base {key!r} needs 'source' and takes only source, load_in_8bit, "
-                f"description (unknown: {', '.join(sorted(unknown)) or '-'})"
-            )
-        bases[key] = BaseSpec(
-            key, str(b["source"]), bool(b.get("load_in_8bit", False)), b.get("description", "")
+    raw_bases = data.get("bases") or {}
+    if not isinstance(raw_bases, dict):
+        raise ViChatError(
+            f"{source}: bases must be a mapping of base keys to sources (got {_kind(raw_bases)})"
         )
-    variants: list[Variant] = []
-    allowed = {"name", "base", "template", "adapter", "backend", "description", "endpoint", "fast"}
-    for i, v in enumerate(data["variants"]):
-        unknown = set(v) - allowed
-        if unknown:
-            raise ViChatError(f"{source}: variant #{i + 1} has unknown keys: {', '.join(sorted(unknown))}")
-        if "name" not in v or "base" not in v:
-            raise ViChatError(f"{source}: variant #{i + 1} needs 'name' and 'base'")
-        backend = v.get("backend", "local")
-        if backend not in BACKENDS:
-            raise ViChatError(
-                f"{source}: variant {v['name']!r}: backend must be one of {', '.join(BACKENDS)}"
-            )
-        endpoint = Endpoint(**v["endpoint"]) if v.get("endpoint") else None
-        if backend == "openai" and endpoint is None:
-            raise ViChatError(f"{source}: variant {v['name']!r} uses backend openai but has no endpoint")
-        if backend == "local" and v["base"] not in bases:
-            raise ViChatError(f"{source}: variant {v['name']!r} names unknown base {v['base']!r}")
-        template = v.get("template", "chat")
-        if template not in template_names():
-            raise ViChatError(f"{source}: variant {v['name']!r}: unknown template {template!r}")
-        mode = str(v.get("fast", "auto")).lower()
-        if mode not in fast.FAST_MODES:
-            raise ViChatError(
-                f"{source}: variant {v['name']!r}: fast must be one of {', '.join(fast.FAST_MODES)}"
-            )
-        variants.append(
-            Variant(
-                v["name"],
-                v["base"],
-                template,
-                v.get("adapter"),
-                backend,
-                v.get("description", ""),
-                endpoint,
-                mode,
-            )
+    bases = {str(k): _base(source, k, b) for k, b in raw_bases.items()}
+    raw_variants = data["variants"]
+    if not isinstance(raw_variants, list) or not raw_variants:
+        got = "an empty list" if raw_variants == [] else _kind(raw_variants)
+        raise ViChatError(
+            f"{source}: variants must be a list of variants, each starting with '- name:' (got {got})"
         )
+    variants = [_variant(source, i, v, bases) for i, v in enumerate(raw_variants)]
     names = [v.name for v in variants]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -135,15 +318,17 @@ class Registry:
     @classmethod
     def from_yaml(cls, path: str | Path = MODELS_YAML, **kwargs) -> Registry:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as e:
-            raise ViChatError(f"cannot read the variant file {path}: {e}") from e
-        bases, variants = _parse(data, str(path))
+        bases, variants = _parse(read_models_file(path), str(path))
         return cls(bases, {v.name: v for v in variants}, **kwargs)
 
     def add_variant(self, variant: Variant) -> None:
         """Register a variant at run time (e.g. an adapter the app just trained)."""
+        if not isinstance(variant.name, str) or not variant.name.strip():
+            raise ViChatError(f"a variant's name must be non-empty text (got {variant.name!r})")
+        if variant.template not in template_names():
+            raise ViChatError(f"variant {variant.name!r}: unknown template {variant.template!r}")
+        if variant.backend not in BACKENDS:
+            raise ViChatError(f"variant {variant.name!r}: backend must be one of {', '.join(BACKENDS)}")
         if variant.backend == "local" and variant.base not in self.bases:
             raise ViChatError(f"unknown base {variant.base!r}; known: {', '.join(self.bases)}")
         self.variants[variant.name] = variant
@@ -172,7 +357,7 @@ class Registry:
         if not base.ok:
             return base
         if v.adapter:
-            return adapter_availability(v.adapter)
+            return adapter_availability(v.adapter, self.bases[v.base])
         return base
 
     def available_names(self) -> list[str]:
@@ -197,7 +382,7 @@ class Registry:
         if v.backend != "local":
             raise ViChatError(f"variant {name!r} is served remotely, not loaded here")
         if v.adapter:
-            check = adapter_availability(v.adapter)
+            check = adapter_availability(v.adapter, self.bases[v.base])
             if not check.ok and not check.reason.startswith("adapter " + v.adapter + " is not downloaded"):
                 raise VariantUnavailableError(f"{name}: {check.reason}")
         base = self.loaded_base(v.base)

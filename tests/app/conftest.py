@@ -93,7 +93,7 @@ def app_files(tiny_models, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def start_app(args: list[str], runs: Path, log_name: str) -> RunningApp:
+def start_app(args: list[str], runs: Path, log_name: str, env: dict[str, str] | None = None) -> RunningApp:
     port = free_port()
     (REPO_ROOT / "runs").mkdir(exist_ok=True)
     log = open(REPO_ROOT / "runs" / log_name, "w")  # noqa: SIM115 (closed by stop_app)
@@ -102,7 +102,7 @@ def start_app(args: list[str], runs: Path, log_name: str) -> RunningApp:
         cwd=REPO_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 240

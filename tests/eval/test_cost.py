@@ -32,3 +32,9 @@ def test_estimate_counts_calls_tokens_and_dollars():
     assert e.usd == pytest.approx((e.prompt_tokens * 30 + e.completion_tokens * 60) / 1e6)
     assert "2 calls to gpt-4" in e.describe("gpt-4")
     assert "pass --price" in estimate([messages], None).describe("x")
+
+
+@pytest.mark.parametrize("price", ["nan,1", "1,nan", "inf,2", "-1,2", "1", "a,b", "1,2,3"])
+def test_bad_price_is_refused(price):
+    with pytest.raises(ViChatError, match="--price"):
+        price_for("gpt-4", price)

@@ -12,7 +12,7 @@ import pytest
 
 from eval.answers import load_answers
 from eval.cli import run
-from eval.client import ChatClient, JudgeUnavailableError
+from eval.client import ChatClient, Completion, JudgeUnavailableError
 from eval.judge import main, run_judgments
 from eval.scoring import summarize
 from eval.sets import load_eval_set
@@ -25,6 +25,7 @@ from eval.verdicts import (
     collect,
     judgments_path,
     pending,
+    unparsable_path,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,12 +42,13 @@ def _records(workdir):
     )
 
 
-def _tasks(tiny_set, workdir, variants=("A",), orders=(FORWARD, SWAPPED)):
+def _tasks(tiny_set, workdir, variants=("A",), orders=(FORWARD, SWAPPED), endpoint=None):
     es = load_eval_set(tiny_set)
     answers = {v: load_answers(workdir, es, v) for v in ("reference", *variants)}
     tasks, _ = build_tasks(
-        es, answers, [("reference", v) for v in variants], orders, "gpt-4", JudgePrompt.load().version
-    )
+        es, answers, [("reference", v) for v in variants], orders, "gpt-4", JudgePrompt.load().version,
+        endpoint=endpoint,
+    )  # fmt: skip
     return es, tasks
 
 
@@ -86,7 +88,7 @@ def test_both_orders_are_judged_and_averaged(judge_argv, server, tiny_set, workd
     server.behaviour.bias = 1.0  # the judge favours whoever is shown first by one point
     assert run(main, judge_argv("--variants", "A")) == 0
     assert server.calls == 8
-    es, tasks = _tasks(tiny_set, workdir)
+    es, tasks = _tasks(tiny_set, workdir, endpoint=server.url)
     pairs = {
         p.question_id: p
         for p in collect(tasks, JudgmentCache(_cache_path(workdir))).pairs[("reference", "A")]
@@ -100,7 +102,7 @@ def test_both_orders_are_judged_and_averaged(judge_argv, server, tiny_set, workd
     # g2's reference is shown first at 10 already (the bias is capped at 10): (10 + 10) / 2 vs (6 + 5) / 2
     assert s.categories["Generic"] == pytest.approx(100 * (6.5 / 8.5 + 5.5 / 10 + 5.5 / 5.5) / 3)
     # single order (the paper's way) would keep the bias: 6/9 for g1
-    _, forward_only = _tasks(tiny_set, workdir, orders=(FORWARD,))
+    _, forward_only = _tasks(tiny_set, workdir, orders=(FORWARD,), endpoint=server.url)
     g1 = [
         p
         for p in collect(forward_only, JudgmentCache(_cache_path(workdir))).pairs[("reference", "A")]
@@ -181,29 +183,49 @@ def test_rate_limit_outlasting_retries_stops_cleanly_and_resumes(judge_argv, ser
     assert len(_records(workdir)) == 8
 
 
-def test_unparsable_is_recorded_reported_and_retried_on_request(
-    judge_argv, server, tiny_set, workdir, capsys
-):
+def test_unparsable_is_reported_never_cached_and_asked_again(judge_argv, server, tiny_set, workdir, capsys):
     server.script("garbage")
-    assert run(main, judge_argv("--variants", "A", "--single-order", "--concurrency", "1")) == 0
-    out = capsys.readouterr().out
-    assert "3/4 questions scored" in out and "unparsable: g1 reference/A forward" in out
-    bad = [r for r in _records(workdir) if r["scores"] is None]
+    assert run(main, judge_argv("--variants", "A", "--single-order", "--concurrency", "1")) == 1
+    captured = capsys.readouterr()
+    assert "3/4 questions scored" in captured.out and "unparsable: g1 reference/A forward" in captured.out
+    assert "1 answer had no readable scores" in captured.err and "again" in captured.err
+    assert all(r["scores"] is not None for r in _records(workdir)) and len(_records(workdir)) == 3
+    bad = [json.loads(line) for line in unparsable_path(_cache_path(workdir)).read_text("utf-8").splitlines()]
     assert len(bad) == 1 and bad[0]["raw"] == "Tôi không thể chấm điểm câu trả lời này."
-    _, tasks = _tasks(tiny_set, workdir, orders=(FORWARD,))
+    _, tasks = _tasks(tiny_set, workdir, orders=(FORWARD,), endpoint=server.url)
     collected = collect(tasks, JudgmentCache(_cache_path(workdir)))
     assert len(collected.unparsable) == 1 and len(collected.pairs[("reference", "A")]) == 3  # not scored as 0
     assert run(main, judge_argv("--variants", "A", "--single-order")) == 0
-    assert server.calls == 4  # a plain rerun does not ask again
+    assert server.calls == 5  # a plain rerun asks again: an unreadable answer is no verdict
+    assert "4/4 questions scored" in capsys.readouterr().out
     assert run(main, judge_argv("--variants", "A", "--single-order", "--retry-unparsable")) == 0
-    assert server.calls == 5 and "4/4 questions scored" in capsys.readouterr().out
+    assert server.calls == 5  # the old flag is still accepted; nothing is left to ask
+
+
+def test_empty_answer_is_unparsable_not_a_verdict(tiny_set, workdir, server, config):
+    _, tasks = _tasks(tiny_set, workdir, orders=(FORWARD,), endpoint=server.url)
+    cache = JudgmentCache(_cache_path(workdir))
+
+    class Empty(ChatClient):
+        def complete(self, *a, **k):
+            return Completion("   ")
+
+    result = run_judgments(tasks[:1], cache, Empty(config), "gpt-4", JudgePrompt.load(), progress=False)
+    assert result.called == 1 and len(result.unparsable) == 1
+    fresh = JudgmentCache(_cache_path(workdir))
+    assert _records(workdir) == [] and len(fresh) == 0 and pending(tasks[:1], fresh) == tasks[:1]
+    assert fresh.unparsable(tasks[0].key)["raw"] == "   "
+    # the next run asks again, and a readable answer then becomes the verdict
+    again = run_judgments(tasks[:1], fresh, ChatClient(config), "gpt-4", JudgePrompt.load(), progress=False)
+    assert again.called == 1 and [r["scores"] for r in _records(workdir)] == [[8, 6]]
 
 
 def test_bad_request_is_reported_and_the_rest_go_on(judge_argv, server, workdir, capsys):
     server.script("400")
-    assert run(main, judge_argv("--variants", "A", "--single-order", "--concurrency", "1")) == 0
+    assert run(main, judge_argv("--variants", "A", "--single-order", "--concurrency", "1")) == 1
     captured = capsys.readouterr()
     assert "failed: g1" in captured.err and "HTTP 400" in captured.err
+    assert "1 request failed" in captured.err
     assert len(_records(workdir)) == 3
     assert run(main, judge_argv("--variants", "A", "--single-order")) == 0
     assert len(_records(workdir)) == 4 and server.calls == 5

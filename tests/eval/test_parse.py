@@ -27,6 +27,16 @@ from eval.parse import parse_scores
         ("Trợ lý 1 đạt 8 điểm, trợ lý 2 đạt 7 điểm", (8, 7)),
         ("Trợ lý 1: 9/10; Trợ lý 2: 5/10", (9, 5)),
         ("On a scale of 1 to 10: 7 and 4", (7, 4)),
+        # a numbered list: the item numbers are not scores
+        ("1. 8\n2. 7", (8, 7)),
+        ("1. 8\n2. 7\nAssistant 1 is clearer.", (8, 7)),
+        ("1) 8/10\n2) 6.5/10", (8, 6.5)),
+        ("**1.** 9\n**2.** 4", (9, 4)),
+        ("1. Assistant 1: 8\n2. Assistant 2: 7", (8, 7)),
+        ("8-7", (8, 7)),  # a dash between two scores is no minus sign
+        ("- 8 7", (8, 7)),  # a bullet
+        ("Assistant 1: 8 and Assistant 2: 7", (8, 7)),
+        ("Assistant 1: 8 because it is clear; Assistant 2: 7", (8, 7)),
     ],
 )
 def test_parses(text, expected):
@@ -45,6 +55,16 @@ def test_parses(text, expected):
         "3 2 1",  # three numbers: which two?
         "Assistant 1 provided 3 examples. Assistant 2 provided 2.",  # counts, not scores
         "8\n7",  # scores on separate bare lines: ambiguous, not guessed
+        "1. 8",  # a list item alone: not the scores 1 and 8
+        "1. 8\nThe first answer is better.",
+        "1: 8",
+        "2. 7\n1. 8",  # a list out of order
+        "-1 5",  # a negative score: not read as 1
+        "8 -7",
+        "−2 5",  # the Unicode minus sign
+        "Assistant 1: -1, Assistant 2: 5",
+        "Assistant 1: 3 examples ... 8/10",  # a count, not a score
+        "Assistant 1: 3 examples ... 8/10. Assistant 2: 7/10",
     ],
 )
 def test_unparsable_is_none_not_zero(text):

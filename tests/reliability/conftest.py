@@ -72,7 +72,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
     for root in roots:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in files:
-            if path.name == ".vichat.lock":
+            if path.name.startswith(".") and path.name.endswith(".lock"):
                 continue
             digest[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digest

@@ -1,17 +1,20 @@
-"""train.build: cleaning, sizes and ratios, seeded split, and the Table I report."""
+"""train.build: cleaning, sizes and ratios, seeded split, Table I, mixtures from specs, decontamination, cards."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from train.build import BuildArgs, build, dedupe_key, main
+from train.build import BuildArgs, build, build_all, dedupe_key, main
+from vichat.cli import run
 from vichat.errors import DataError, SettingsError
+from vichat.paths import REPO_ROOT
 
 
 def pairs(prefix: str, count: int, words: int = 5) -> list[dict]:
@@ -113,7 +116,7 @@ def test_malformed_line_stops_the_build_unless_skipped(tmp_path, chat_files, cap
         stream.write("not json\n")
     argv = ["--mixture", "chat", "--alpaca", str(chat_files[0]), "--gpt4all", str(chat_files[1])]
 
-    assert main([*argv, "--out-dir", str(tmp_path / "x")]) == 2
+    assert run(main, [*argv, "--out-dir", str(tmp_path / "x")]) == 2
     assert "gpt4all.jsonl:32: malformed JSON" in capsys.readouterr().err
     with pytest.raises(DataError):
         build(chat_args(chat_files, tmp_path / "y"))
@@ -174,3 +177,162 @@ def test_hf_tokenizer_from_a_local_folder_decides_over_long(tmp_path, jsonl):
     assert report.components[0].over_long == 1
     assert report.table["train"].total_tokens == 5 + 4  # characters, as this tokenizer counts
     assert report.tokenizer == str(tmp_path / "tok")
+
+
+# --------------------------------------------------------------------------- mixtures from specs
+
+
+LEAK = "Viết một bài thơ lục bát ngắn về mùa thu Hà Nội."  # restates eval general-073
+
+
+@pytest.fixture
+def real_like(tmp_path, jsonl):
+    """Small stand-ins for the collected files, one record of each restating an eval question."""
+    alpaca = pairs("alpaca", 30) + [{"prompt": LEAK, "response": "Thu về trên phố ..."}]
+    lima = pairs("lima", 10)
+    vimed = pairs("vimed", 12) + [
+        {
+            "prompt": "Chào bác sĩ, em 24 tuổi, nam, ở Hà Nội, khu em đang có nhiều người bị sốt xuất huyết. "
+            "Em sốt cao 39 độ được ba ngày, đau nhức người, đau hốc mắt.",
+            "response": "...",
+        }
+    ]
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    return {
+        "alpaca-vi": jsonl.write(tmp_path / "alpaca-vi.jsonl", alpaca),
+        "lima-vi": jsonl.write(tmp_path / "lima-vi.jsonl", lima),
+        "vimedaqa": jsonl.write(tmp_path / "vimedaqa.jsonl", vimed),
+        "ours_a": jsonl.write(ours / "general_a.jsonl", pairs("ours-a", 4)),
+        "ours_b": jsonl.write(ours / "general_b.jsonl", pairs("ours-b", 3)),
+    }
+
+
+def spec_args(files, out, **kwargs):
+    chat = f"alpaca-vi:20={files['alpaca-vi']},lima-vi={files['lima-vi']},ours={files['ours_a'].parent}/general_*.jsonl"
+    doctor = f"alpaca-vi={files['alpaca-vi']},vimedaqa={files['vimedaqa']},ours=none"
+    return BuildArgs(out_dir=str(out), chat=chat, doctor=doctor, tokenizer="whitespace", **kwargs)
+
+
+def test_chat_and_doctor_from_specs_with_caps_decontamination_table_one_and_cards(tmp_path, real_like, jsonl):
+    out = tmp_path / "mixtures"
+
+    chat, doctor = build_all(spec_args(real_like, out, val_fraction=0.1))
+
+    assert [(c.name, c.read, c.contaminated, c.available, c.selected) for c in chat.components] == [
+        ("alpaca-vi", 31, 1, 30, 20),
+        ("lima-vi", 10, 0, 10, 10),
+        ("ours", 7, 0, 7, 7),
+    ]
+    assert [(c.name, c.contaminated, c.selected) for c in doctor.components] == [
+        ("alpaca-vi", 1, 30),
+        ("vimedaqa", 1, 12),
+    ]
+    written = jsonl.read(out / "chat" / "train.jsonl") + jsonl.read(out / "chat" / "validation.jsonl")
+    assert len(written) == 37 and LEAK not in {r["prompt"] for r in written}
+    table = (out / "table1.md").read_text()
+    assert "| | LIMA-vi | 10 |" in table and "GPT4All | 150.0k | 365 | 61.0M" in table
+    assert "in place of GPT4All, which cannot be had offline" in table
+    assert "Alpaca-vi 1" in table and "ViMedAQA 1" in table
+    card = (out / "doctor" / "README.md").read_text()
+    for text in ("CC BY-NC 4.0", "none stated", "non-commercial", "eval near-duplicates", "general-073"):
+        assert text in card, text
+    assert "the project's" in (out / "chat" / "README.md").read_text()
+
+
+def test_caps_are_a_seeded_sample(tmp_path, real_like, jsonl):
+    build_all(spec_args(real_like, tmp_path / "a", seed=3))
+    build_all(spec_args(real_like, tmp_path / "b", seed=3))
+    build_all(spec_args(real_like, tmp_path / "c", seed=4))
+    ids = lambda d: sorted(r["id"] for r in jsonl.read(tmp_path / d / "chat" / "train.jsonl"))  # noqa: E731
+    assert ids("a") == ids("b") != ids("c")
+
+
+def test_ours_defaults_to_the_projects_data_and_none_leaves_it_out(tmp_path, real_like):
+    args = BuildArgs(
+        out_dir=str(tmp_path / "m"), chat=f"lima-vi={real_like['lima-vi']}", tokenizer="whitespace"
+    )
+    report = build(args)
+    ours = report.components[1]
+    assert ours.name == "ours" and ours.files == sorted(
+        str(p) for p in (REPO_ROOT / "assets/data").glob("general_*.jsonl")
+    )
+    assert ours.contaminated == 0  # our data is clean: see tests/train/test_decontam.py
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("alpaca-vi", "NAME[:CAP]=PATH"),
+        ("alpaca-vi:0=a.jsonl", "cap must be >= 1"),
+        ("alpaca-vi:nan=a.jsonl", "must be a whole number"),
+        ("alpaca-vi=/nonexistent/*.jsonl", "no file matches"),
+        ("alpaca-vi=/nonexistent/a.jsonl", "no such file"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_message(tmp_path, spec, message):
+    with pytest.raises((SettingsError, DataError), match=re.escape(message)):
+        build_all(BuildArgs(out_dir=str(tmp_path / "m"), chat=spec, tokenizer="whitespace"))
+
+
+def test_an_empty_mixture_is_an_error_and_nothing_is_written(tmp_path, jsonl):
+    only_leaks = jsonl.write(tmp_path / "leaks.jsonl", [{"prompt": LEAK, "response": "..."}])
+    out = tmp_path / "m"
+    args = BuildArgs(out_dir=str(out), chat=f"lima-vi={only_leaks},ours=none", tokenizer="whitespace")
+
+    with pytest.raises(DataError, match="no records left"):
+        build_all(args)
+    assert not (out / "chat" / "train.jsonl").exists()
+    assert (
+        run(
+            main,
+            ["--out-dir", str(out), "--chat", f"lima-vi={only_leaks},ours=none", "--tokenizer", "whitespace"],
+        )
+        == 2
+    )
+
+
+def test_an_out_dir_holding_an_input_is_refused_and_the_input_kept(tmp_path, jsonl):
+    train = jsonl.write(tmp_path / "train.jsonl", pairs("a", 5))
+    before = train.read_bytes()
+    argv = ["--mixture", "chat", "--alpaca", str(train), "--gpt4all", str(train), "--out-dir", str(tmp_path)]
+
+    assert run(main, argv) == 2
+    assert train.read_bytes() == before
+    with pytest.raises(SettingsError, match="holds input files"):
+        build(BuildArgs(out_dir=str(tmp_path), chat=f"lima-vi={train},ours=none", tokenizer="whitespace"))
+
+
+def test_a_second_build_on_the_same_out_dir_is_refused(tmp_path, chat_files):
+    from vichat.files import OutputBusyError, OutputLock
+
+    with OutputLock(tmp_path / "mix", "another build"), pytest.raises(OutputBusyError, match="in use"):
+        build(chat_args(chat_files, tmp_path / "mix"))
+
+
+def test_a_record_with_a_lone_surrogate_does_not_crash_the_build(tmp_path, jsonl):
+    bad = {"prompt": "a\ud800", "response": "b"}
+    assert dedupe_key(bad)  # no UnicodeEncodeError
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"prompt": "a\\ud800", "response": "b"}\n{"prompt": "ok", "response": "fine"}\n')
+    outcome = run(
+        main,
+        [
+            "--out-dir",
+            str(tmp_path / "m"),
+            "--chat",
+            f"lima-vi={path},ours=none",
+            "--tokenizer",
+            "whitespace",
+        ],
+    )
+    assert outcome == 2  # named as a bad line, not a traceback
+    report = build(
+        BuildArgs(
+            out_dir=str(tmp_path / "k"),
+            chat=f"lima-vi={path},ours=none",
+            tokenizer="whitespace",
+            skip_invalid=True,
+        )
+    )
+    assert report.components[0].invalid == 1 and report.components[0].selected == 1

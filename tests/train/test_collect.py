@@ -14,6 +14,7 @@ import pytest
 
 from train.collect import CollectArgs, SourceUnavailableError, collect, main
 from train.sources import SOURCES, gpt4all_text
+from vichat.cli import run as run_cli
 from vichat.data import read_jsonl_strict
 from vichat.errors import DataError
 
@@ -162,7 +163,7 @@ def test_wrong_layout_names_the_expected_columns(tmp_path, capsys):
 
     with pytest.raises(DataError, match="input and answer_icliniq or output"):
         run(tmp_path, "icliniq", path)
-    assert main(["--source", "alpaca", "--from", str(path), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert run_cli(main, ["--source", "alpaca", "--from", str(path), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "instruction, input and output" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
 
@@ -190,7 +191,8 @@ def test_hub_path_loads_the_real_dataset_id(tmp_path, monkeypatch):
 
     def fake_load_dataset(path, split, streaming):
         calls.append((path, split, streaming))
-        dataset = datasets.Dataset.from_list(ICLINIQ_ROWS * 3)
+        rows = [{**ICLINIQ_ROWS[0], "input": f"Case {n}: {ICLINIQ_ROWS[0]['input']}"} for n in range(3)]
+        dataset = datasets.Dataset.from_list(rows)
         return dataset.to_iterable_dataset() if streaming else dataset
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
@@ -211,7 +213,7 @@ def test_hub_errors_become_a_message_with_the_from_flag(tmp_path, monkeypatch):
         raise ConnectionError("Couldn't reach 'tatsu-lab/alpaca' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(SourceUnavailableError, match=r"tatsu-lab/alpaca.*--from FILE"):
+    with pytest.raises(SourceUnavailableError, match=r"tatsu-lab/alpaca.*--from PATH"):
         collect(CollectArgs(source="alpaca", out=str(tmp_path / "o.jsonl")))
 
 
@@ -235,11 +237,362 @@ def test_offline_cli_prints_one_clear_error(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_every_source_has_a_hub_id_and_a_train_split():
+def test_every_source_names_its_hub_id_or_where_to_get_it():
     assert {name: source.hub_id for name, source in SOURCES.items()} == {
         "alpaca": "tatsu-lab/alpaca",
         "gpt4all": "nomic-ai/gpt4all_prompt_generations",
         "healthcaremagic": "lavita/ChatDoctor-HealthCareMagic-100k",
         "icliniq": "lavita/ChatDoctor-iCliniq",
+        "genmedgpt": None,  # no hub dataset holds GenMedGPT-5k as published
+        "alpaca-vi": None,
+        "lima-vi": None,
+        "vimedaqa": "tmnam20/ViMedAQA",
     }
     assert {source.split for source in SOURCES.values()} == {"train"}
+    assert SOURCES["vimedaqa"].config == "all"
+    assert "GAIR/lima" in SOURCES["lima-vi"].where and "Kent0n-Li/ChatDoctor" in SOURCES["genmedgpt"].where
+    assert all(source.where for source in SOURCES.values() if source.hub_id is None)
+
+
+# --------------------------------------------------------------------------- real layouts (issue 15)
+
+
+def write_jsonl_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def collect_cli(
+    tmp_path: Path, source: str, *inputs: Path | str, out: str = "out.jsonl"
+) -> tuple[int, str, str]:
+    """``python -m train.collect`` in process, through the one runner: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = ["--source", source, "--from", *map(str, inputs), "--out", str(tmp_path / out)]
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = run_cli(main, argv)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_alpaca_vi_reads_a_folder_of_jsonl_files_in_natural_order_and_drops_repeats(tmp_path):
+    folder = tmp_path / "alpaca-vi"
+    folder.mkdir()
+    write_jsonl_rows(  # vi_alpaca_reduced_N.jsonl: prompt (input folded in) and response
+        folder / "vi_alpaca_reduced_10.jsonl",
+        [{"prompt": "Ba màu chính là gì?", "response": "Đỏ, xanh lam và vàng."}],
+    )
+    write_jsonl_rows(
+        folder / "vi_alpaca_reduced_2.jsonl",
+        [
+            {"prompt": "Đưa ra ba mẹo để giữ sức khỏe.", "response": "1. Ăn uống cân bằng."},
+            {"prompt": "Viết một câu.", "response": "  "},
+            {"prompt": "BA MÀU  CHÍNH là gì?", "response": "Đỏ, xanh lam và vàng."},  # repeats file 10's row
+        ],
+    )
+    (folder / ".vi_alpaca_reduced_3.jsonl.x.tmp").write_text("{oops")  # a write in progress: not an input
+    (folder / "README.md").write_text("not data")
+
+    code, out, err = collect_cli(tmp_path, "alpaca-vi", folder)
+
+    assert code == 0, err
+    records = read_jsonl_strict(tmp_path / "out.jsonl")
+    assert [r["id"] for r in records] == [
+        "alpaca-vi-vi_alpaca_reduced_2-0",
+        "alpaca-vi-vi_alpaca_reduced_2-2",
+    ]
+    assert [r["source"] for r in records] == ["alpaca-vi", "alpaca-vi"]
+    assert "wrote 2 alpaca-vi records" in out and "4 rows read, 2 dropped" in out
+    assert "dropped 1: empty prompt or answer (e.g. vi_alpaca_reduced_2.jsonl:2)" in out
+    assert "dropped 1: duplicate of an earlier row (e.g. vi_alpaca_reduced_10.jsonl:1)" in out
+
+
+def test_globs_and_several_paths_are_the_same_inputs(tmp_path):
+    for n in (1, 2):
+        write_jsonl_rows(
+            tmp_path / f"vi_alpaca_reduced_{n}.jsonl", [{"prompt": f"Câu {n}?", "response": "Vâng."}]
+        )
+
+    quoted = collect_cli(tmp_path, "alpaca-vi", tmp_path / "vi_alpaca_reduced_*.jsonl", out="a.jsonl")
+    expanded = collect_cli(
+        tmp_path,
+        "alpaca-vi",
+        tmp_path / "vi_alpaca_reduced_1.jsonl",
+        tmp_path / "vi_alpaca_reduced_2.jsonl",
+        out="b.jsonl",
+    )
+
+    assert quoted[0] == expanded[0] == 0
+    assert read_jsonl_strict(tmp_path / "a.jsonl") == read_jsonl_strict(tmp_path / "b.jsonl")
+    assert len(read_jsonl_strict(tmp_path / "a.jsonl")) == 2
+
+
+LIMA_CHECKPOINT_11 = [  # Vietnamese_Translation_Azure_GPT_4_0_1030_checkpoint_11.json: lists of turns
+    {
+        "prompt": ["Vì sao bầu trời có màu xanh?"],
+        "response": ["Vì ánh sáng xanh bị tán xạ mạnh nhất trong khí quyển."],
+    },
+    {
+        "prompt": ["Hãy viết một bài thơ ngắn về mùa thu.", "Bây giờ hãy dịch nó sang văn xuôi."],
+        "response": ["Lá vàng rơi khắp lối, gió heo may về.", "Mùa thu đến, lá vàng rơi và gió lạnh thổi."],
+    },
+    {"prompt": [None], "response": ["Câu trả lời không có câu hỏi nào cả."]},
+    {"prompt": "|||TRANSLATION_FAILED|||Why is it behead?", "response": ["Chúng ta không dùng tiền tố de."]},
+    {
+        "prompt": ["Làm sao để thoát khỏi vim?"],
+        "response": ["Press Escape, then type :q and press Enter to quit without saving the file."],
+    },
+]
+LIMA_CHECKPOINT_22 = [  # the checkpoints overlap: the first row is file 11's again
+    LIMA_CHECKPOINT_11[0],
+    {"prompt": "Thủ đô của Việt Nam là gì?", "response": "Thủ đô của Việt Nam là Hà Nội."},  # plain strings
+    {"prompt": ["Một", "Hai"], "response": ["Chỉ một câu trả lời cho hai lượt hỏi."]},
+]
+
+
+def test_lima_vi_folds_multi_turn_conversations_and_drops_what_translation_broke(tmp_path):
+    from vichat.prompts import history_instruction
+
+    folder = tmp_path / "lima-vi"
+    folder.mkdir()
+    for number, rows in ((22, LIMA_CHECKPOINT_22), (11, LIMA_CHECKPOINT_11)):
+        name = f"Vietnamese_Translation_Azure_GPT_4_0_1030_checkpoint_{number}.json"
+        (folder / name).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+
+    code, out, err = collect_cli(tmp_path, "lima-vi", folder)
+
+    assert code == 0, err
+    records = read_jsonl_strict(tmp_path / "out.jsonl")
+    prefix = "lima-vi-Vietnamese_Translation_Azure_GPT_4_0_1030_checkpoint_"
+    assert [r["id"] for r in records] == [
+        prefix + "11-0",
+        prefix + "11-1-1",
+        prefix + "11-1-2",
+        prefix + "22-1",
+    ]
+    poem, prose = LIMA_CHECKPOINT_11[1]["prompt"], LIMA_CHECKPOINT_11[1]["response"]
+    assert records[1]["prompt"] == poem[0] and records[1]["response"] == prose[0]
+    assert records[2]["prompt"] == history_instruction([(poem[0], prose[0])], poem[1])
+    assert records[2]["prompt"].startswith("Cuộc trò chuyện trước đó:\nNgười dùng: Hãy viết")
+    assert records[2]["response"] == prose[1]
+    assert records[3] == {
+        "id": prefix + "22-1",
+        "source": "lima-vi",
+        "prompt": "Thủ đô của Việt Nam là gì?",
+        "response": "Thủ đô của Việt Nam là Hà Nội.",
+    }
+    assert "8 rows read, 5 dropped; 2 records from 1 multi-turn conversations" in out
+    for line in (
+        "dropped 1: duplicate of an earlier row (e.g. Vietnamese_Translation_Azure_GPT_4_0_1030_checkpoint_22.json:1 (row 1))",
+        "dropped 1: a prompt or answer that is not text (null or a number)",
+        "dropped 1: translation failed (marked |||TRANSLATION_FAILED|||, English left)",
+        "dropped 1: not in Vietnamese",
+        "dropped 1: prompt and response turns differ in number",
+    ):
+        assert line in out, out
+
+
+def test_vimedaqa_parquet_keeps_title_keyword_and_topic(tmp_path):
+    rows = [  # validation-00000-of-00001.parquet columns
+        {
+            "question_idx": "drug_6717",
+            "question": "Bảo quản thuốc Cafein ở nhiệt độ bao nhiêu?",
+            "answer": "Bảo quản thuốc Cafein ở nhiệt độ dưới 30 độ C.",
+            "context": "- Bảo quản nơi khô thoáng. - Nhiệt độ bảo quản dưới 30 độ C.",
+            "title": "Cách bảo quản thuốc Cafein",
+            "keyword": "Cafein",
+            "topic": 2,
+            "article_url": "https://youmed.vn/tin-tuc/thuoc-cafein/",
+            "author": "Dược sĩ",
+            "author_url": "https://youmed.vn/tin-tuc/bac-si/",
+        },
+        {
+            "question_idx": "disease_1",
+            "question": "Cúm là gì?",
+            "answer": None,
+            "context": "",
+            "title": "Cúm",
+            "keyword": "cúm",
+            "topic": 1,
+            "article_url": "",
+            "author": "",
+            "author_url": "",
+        },
+    ]
+    path = tmp_path / "validation-00000-of-00001.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+
+    code, out, err = collect_cli(tmp_path, "vimedaqa", tmp_path)  # a folder: its .parquet files
+
+    assert code == 0, err
+    assert read_jsonl_strict(tmp_path / "out.jsonl") == [
+        {
+            "id": "vimedaqa-0",
+            "source": "vimedaqa",
+            "prompt": rows[0]["question"],
+            "response": rows[0]["answer"],
+            "title": "Cách bảo quản thuốc Cafein",
+            "keyword": "Cafein",
+            "question_idx": "drug_6717",
+            "topic": "drug",
+        }
+    ]
+    assert "dropped 1: empty prompt or answer (e.g. validation-00000-of-00001.parquet: row 2)" in out
+
+
+GENMEDGPT_ROWS = [  # chatdoctor5k.json
+    {
+        "instruction": "If you are a doctor, please answer the medical questions based on the patient's description.",
+        "input": "Doctor, I have been experiencing sudden and frequent panic attacks.",
+        "output": "It sounds like you may be suffering from panic disorder.",
+    }
+]
+
+
+def test_genmedgpt_json_uses_the_patients_words_and_has_no_hub_copy(tmp_path):
+    path = tmp_path / "chatdoctor5k.json"
+    path.write_text(json.dumps(GENMEDGPT_ROWS, indent=4))
+
+    [record] = run(tmp_path, "genmedgpt", path)
+    with pytest.raises(
+        SourceUnavailableError, match=r"no copy on the Hugging Face hub.*Kent0n-Li/ChatDoctor"
+    ):
+        collect(CollectArgs(source="genmedgpt", out=str(tmp_path / "hub.jsonl")))
+
+    assert (record["prompt"], record["response"]) == (GENMEDGPT_ROWS[0]["input"], GENMEDGPT_ROWS[0]["output"])
+    assert not (tmp_path / "hub.jsonl").exists()
+
+
+def test_vimedaqa_from_the_hub_asks_for_its_config(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, *config, split, streaming):
+        calls.append((path, config, split))
+        return datasets.Dataset.from_list(
+            [{"question": "Cúm là gì?", "answer": "Một bệnh do virus.", "topic": 1}]
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    [record] = run_hub(tmp_path, "vimedaqa")
+
+    assert calls == [("tmnam20/ViMedAQA", ("all",), "train")]
+    assert record["topic"] == "disease"
+
+
+def run_hub(tmp_path: Path, source: str) -> list[dict]:
+    out = tmp_path / f"{source}.hub.jsonl"
+    collect(CollectArgs(source=source, out=str(out)))
+    return read_jsonl_strict(out)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '[\n  {"instruction": "a", "input": "", "output": "b"},\n  {"instruction": "c", "input": ""\n',
+            ":3: malformed JSON: the file ends in the middle of a row",
+        ),
+        (
+            '[\n  {"instruction": "a", "input": "", "output": "b"}\n  {"instruction": "c"}\n]',
+            ":3: malformed JSON: expected , or ]",
+        ),
+        ('[\n  {"instruction": "a", "input": "", "output": NaN}\n]', ":2: NaN is not valid JSON"),
+        (
+            '[\n  {"instruction": "a", "input": "", "output": "b"},\n  "just text"\n]',
+            ":3 (row 2): expected a JSON object",
+        ),
+        (
+            '[{"instruction": "a\\ud800", "input": "", "output": "b"}]',
+            ':1: field "instruction" holds a lone UTF-16',
+        ),
+        ("", "the file is empty"),
+    ],
+    ids=["cut-short", "missing-comma", "nan", "not-an-object", "lone-surrogate", "empty"],
+)
+def test_bad_json_files_name_the_file_and_line_and_write_nothing(tmp_path, content, message):
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(content, encoding="utf-8")
+
+    code, out, err = collect_cli(tmp_path, "alpaca", path)
+
+    assert code == 2 and "Traceback" not in err
+    assert (f"{path}{message}" if message.startswith(":") else message) in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_utf16_json_and_broken_parquet_are_clear_errors(tmp_path):
+    utf16 = tmp_path / "chatdoctor5k.json"
+    utf16.write_bytes(json.dumps(GENMEDGPT_ROWS).encode("utf-16"))
+    parquet = tmp_path / "validation-00000-of-00001.parquet"
+    pd.DataFrame([{"question": "q", "answer": "a"}]).to_parquet(parquet)
+    parquet.write_bytes(parquet.read_bytes()[:-20])  # cut short, as by a failed download
+
+    code, _, err = collect_cli(tmp_path, "genmedgpt", utf16)
+    assert code == 2 and "file is UTF-16" in err and "save it as UTF-8" in err
+    code, _, err = collect_cli(tmp_path, "vimedaqa", parquet)
+    assert code == 2 and f"{parquet}: cannot read as parquet" in err
+
+
+def test_every_missing_input_is_named(tmp_path):
+    good = write_jsonl_rows(tmp_path / "a.jsonl", [{"prompt": "Câu?", "response": "Vâng."}])
+
+    code, _, err = collect_cli(
+        tmp_path, "alpaca-vi", tmp_path / "nope1.jsonl", good, tmp_path / "nope2.jsonl"
+    )
+    assert code == 2 and "nope1.jsonl" in err and "nope2.jsonl" in err
+    code, _, err = collect_cli(tmp_path, "alpaca-vi", tmp_path / "none_*.jsonl")
+    assert code == 2 and "no files match" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = collect_cli(tmp_path, "lima-vi", empty)
+    assert code == 2 and "no .json files in this folder" in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_output_never_replaces_an_input(tmp_path):
+    path = write_jsonl_rows(tmp_path / "data.jsonl", [{"prompt": "Câu?", "response": "Vâng."}])
+    before = path.read_bytes()
+
+    code, _, err = collect_cli(tmp_path, "alpaca-vi", path, out="data.jsonl")
+
+    assert code == 2 and "would overwrite the input" in err
+    assert path.read_bytes() == before
+
+
+def test_a_run_that_keeps_nothing_fails_and_keeps_the_old_output(tmp_path):
+    path = write_jsonl_rows(tmp_path / "data.jsonl", [{"prompt": " ", "response": "Vâng."}])
+    (tmp_path / "out.jsonl").write_text("old\n")
+
+    code, _, err = collect_cli(tmp_path, "alpaca-vi", path)
+
+    assert code == 2 and "all 1 rows were dropped" in err and "empty prompt or answer" in err
+    assert (tmp_path / "out.jsonl").read_text() == "old\n"
+
+
+def test_a_json_array_named_jsonl_is_told_to_be_renamed(tmp_path):
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text(json.dumps(ALPACA_ROWS, indent=2))
+
+    code, _, err = collect_cli(tmp_path, "alpaca", path)
+
+    assert code == 2 and "this is a JSON array, not JSON Lines" in err and "alpaca.json" in err
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "nan", "2.5", "abc"])
+def test_bad_limits_are_refused(tmp_path, limit, capsys):
+    path = write_jsonl_rows(tmp_path / "a.jsonl", [{"prompt": "Câu?", "response": "Vâng."}])
+    with pytest.raises(SystemExit) as stop:
+        main(
+            [
+                "--source",
+                "alpaca-vi",
+                "--from",
+                str(path),
+                "--out",
+                str(tmp_path / "o.jsonl"),
+                "--limit",
+                limit,
+            ]
+        )
+    assert stop.value.code == 2 and "--limit must be" in capsys.readouterr().err

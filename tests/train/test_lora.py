@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from safetensors.torch import load_file
 from train.config import PresetError, parse
 from train.dataset import IGNORE, PadToLongest, encode
 from train.lora import main, run
-from vichat.errors import DataError
+from vichat.cli import run as run_cli
+from vichat.errors import DataError, ViChatError
 from vichat.generation import GenerationSettings
 from vichat.paths import REPO_ROOT
 from vichat.prompts import get_template
@@ -168,7 +170,7 @@ def test_resume_after_a_kill_gives_the_same_adapter(
     run_dir = tmp_path / "b" / "run"
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == checkpoints
     assert not (run_dir / "adapter").exists()
-    assert main(["--config", str(killed)]) == 2  # refuses to start over an unfinished run without --resume
+    assert run_cli(main, ["--config", str(killed)]) == 2  # refuses to start over an unfinished run without --resume
     train(killed, "--resume")
     a = load_file(tmp_path / "a" / "run" / "adapter" / "adapter_model.safetensors")
     b = load_file(run_dir / "adapter" / "adapter_model.safetensors")
@@ -188,11 +190,11 @@ def test_resume_with_another_preset_is_refused(tmp_path, tiny_models):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"colour": "red"}, "unknown preset key.*colour"),
+        ({"colour": "red"}, "unknown key.*colour"),
         ({"lora_r": 0}, "lora_r must be in"),
-        ({"lora_dropout": 1.5}, "lora_dropout must be in"),
+        ({"lora_dropout": 1.5}, r"lora_dropout must be in \[0, 1\)"),
         ({"max_length": 20}, "shorter than the template"),
-        ({"total_batch_size": 5}, "not a multiple"),
+        ({"total_batch_size": 5}, "must be a multiple"),
         ({"template": "pirate"}, "template must be one of"),
     ],
 )
@@ -210,7 +212,7 @@ def test_malformed_and_empty_data(tmp_path, tiny_models):
         train(preset(tmp_path, tiny_models["bloom"], train_files=[str(bad)]))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
-    with pytest.raises(DataError, match="no usable examples"):
+    with pytest.raises(DataError, match="hold no records"):
         train(preset(tmp_path, tiny_models["bloom"], train_files=[str(empty)]))
 
 
@@ -299,7 +301,12 @@ def test_gemma_short_real_run_gives_an_adapter_the_registry_loads(tmp_path):
     assert reg.generate("Mine", "Xin chào", GenerationSettings(max_new_tokens=4, temperature=0))
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO_ROOT / "train" / "configs").glob("*.yaml")))
+def _training_presets() -> list[str]:  # train/configs also holds train.build's mixtures.yaml
+    folder = REPO_ROOT / "train" / "configs"
+    return sorted(p.stem for p in folder.glob("*.yaml") if "base" in (yaml.safe_load(p.read_text()) or {}))
+
+
+@pytest.mark.parametrize("name", _training_presets())
 def test_every_shipped_preset_parses(name):
     model, data, training, _ = parse(["--config", str(REPO_ROOT / "train" / "configs" / f"{name}.yaml")])
     assert model.template in ("chat", "doctor") and data.train_files
@@ -340,3 +347,164 @@ def test_loss_log_survives_a_torn_last_line(tmp_path):
         {"step": 2, "loss": 1.5},
         {"step": 2, "eval_loss": 1.7},
     ]
+
+
+def _damage(folder: Path, how: str) -> None:
+    if how == "no_marker":  # killed while the Trainer was still writing it
+        (folder / "vichat_checkpoint.json").unlink()
+    elif how == "missing_file":
+        (folder / "optimizer.pt").unlink()
+    elif how == "truncated_state":
+        state = folder / "trainer_state.json"
+        state.write_text(state.read_text()[:40])
+    elif how == "truncated_weights":
+        weights = folder / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("how", ["no_marker", "missing_file", "truncated_state", "truncated_weights"])
+def test_resume_skips_a_half_saved_checkpoint(tmp_path, tiny_models, capsys, how):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=4, save_steps=2)
+    train(path)
+    run_dir = tmp_path / "run"
+    reference = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    shutil.rmtree(run_dir / "adapter")  # as if killed while saving checkpoint-4
+    _damage(run_dir / "checkpoint-4", how)
+    capsys.readouterr()
+    train(path, "--resume")
+    err = capsys.readouterr().err
+    assert "skips checkpoint-4" in err and f"resuming from {run_dir / 'checkpoint-2'}" in err, err
+    again = load_file(run_dir / "adapter" / "adapter_model.safetensors")  # steps 3-4 trained again
+    for k in reference:
+        torch.testing.assert_close(again[k], reference[k], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_with_nan_weights_is_not_resumed(tmp_path, tiny_models, capsys):
+    from safetensors.torch import save_file
+
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=4, save_steps=2)
+    train(path)
+    run_dir = tmp_path / "run"
+    weights = run_dir / "checkpoint-4" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    tensors[next(iter(tensors))].fill_(float("nan"))
+    save_file(tensors, weights)
+    marker = json.loads((run_dir / "checkpoint-4" / "vichat_checkpoint.json").read_text())
+    marker["files"]["adapter_model.safetensors"] = weights.stat().st_size  # whole, but poisoned
+    (run_dir / "checkpoint-4" / "vichat_checkpoint.json").write_text(json.dumps(marker))
+    from train.trainer import find_checkpoints
+
+    good, skipped = find_checkpoints(run_dir)
+    assert good == [run_dir / "checkpoint-2"]
+    assert skipped == [(run_dir / "checkpoint-4", "adapter_model.safetensors holds NaN or infinite weights")]
+
+
+def test_no_half_saved_checkpoint_left_means_a_clear_refusal(tmp_path, tiny_models):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=2, save_steps=2)
+    train(path)
+    _damage(tmp_path / "run" / "checkpoint-2", "truncated_state")
+    with pytest.raises(PresetError, match="no checkpoint in .* was saved whole.*checkpoint-2: trainer_state"):
+        train(path, "--resume")
+
+
+def test_nan_weights_stop_the_run_before_they_are_checkpointed(tmp_path, tiny_models, monkeypatch, capsys):
+    """Weights turned NaN by step 4's update (finite loss, overflowing gradients): checkpoint-4 never exists."""
+    from train import lora
+
+    class Poisons(lora.LossLog):
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 3:  # the update that makes step 4
+                with torch.no_grad():
+                    next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+    monkeypatch.setattr(lora, "LossLog", Poisons)
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=6, save_steps=2)
+    assert main(["--config", str(path)]) == 3
+    err = capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    assert "NaN or infinite at step 4" in err and f"last good checkpoint is {run_dir / 'checkpoint-2'}" in err
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert all(torch.isfinite(t).all() for t in load_file(run_dir / "checkpoint-2" / "adapter_model.safetensors").values())
+    assert not (run_dir / "adapter").exists()
+
+
+def test_resume_repairs_a_torn_loss_log(tmp_path, tiny_models):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=4, save_steps=2)
+    train(path)
+    run_dir = tmp_path / "run"
+    shutil.rmtree(run_dir / "checkpoint-4")
+    shutil.rmtree(run_dir / "adapter")
+    with (run_dir / "loss.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # the kill cut the last row
+    train(path, "--resume")
+    lines = (run_dir / "loss.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["step"] >= 1 for line in lines)  # every line whole: none swallowed
+    assert {json.loads(line)["step"] for line in lines if '"loss"' in line} >= {1, 2, 3, 4}
+
+
+def test_second_training_on_the_same_output_dir_stops(tmp_path, tiny_models):
+    from vichat.files import OutputBusyError, OutputLock
+
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=2)
+    with OutputLock(tmp_path / "run", "train.lora (the first run)"), pytest.raises(OutputBusyError, match="in use"):
+        train(path)
+    assert not any((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_output_dir_on_the_data_file_is_refused(tmp_path, tiny_models):
+    path = preset(tmp_path, tiny_models["bloom"], max_steps=2)
+    data = tmp_path / "data.jsonl"
+    before = data.read_bytes()
+    with pytest.raises(ViChatError, match="would overwrite the input"):
+        train(path, "--output_dir", str(data))
+    with pytest.raises(ViChatError, match="would overwrite the input"):  # validation.jsonl written onto it
+        train(path, "--output_dir", str(tmp_path), "--validation_files", str(tmp_path / "validation.jsonl"))
+    assert data.read_bytes() == before
+
+
+def test_scrubbed_env_keeps_what_training_needs_and_drops_secrets():
+    from train.env import scrubbed_env
+
+    environ = {
+        "PATH": "/usr/bin", "HOME": "/root", "PYTHONPATH": "/src", "VICHAT_CACHE": "/c", "OMP_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2", "HF_HOME": "/hf", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "0",
+        "TOKENIZERS_PARALLELISM": "false", "LANG": "C.UTF-8",
+        "HF_TOKEN": "hf_x", "OPENAI_API_KEY": "sk", "VICHAT_API_KEY": "k", "AWS_SECRET_ACCESS_KEY": "s",
+        "DB_PASSWORD": "p", "GITHUB_TOKEN": "t", "MY_CREDENTIALS": "c", "BASIC_AUTH": "a", "VLLM_API_KEY": "v",
+        "SOME_RANDOM_SETTING": "x", "hf_token": "lower",
+    }  # fmt: skip
+    env = scrubbed_env(environ)
+    assert env == {
+        k: environ[k]
+        for k in (
+            "PATH", "HOME", "PYTHONPATH", "VICHAT_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HOME",
+            "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES", "TOKENIZERS_PARALLELISM", "LANG",
+        )
+    }  # fmt: skip
+    assert "sk-secret" not in json.dumps(scrubbed_env({**os.environ, "OPENAI_API_KEY": "sk-secret"}))
+
+
+def test_checkpoint_guard_marks_whole_checkpoints_and_drops_poisoned_ones(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from train.trainer import CheckpointGuard, TrainingDiverged, checkpoint_problem
+
+    model = torch.nn.Linear(2, 2)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=4, is_world_process_zero=True)
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text('{"global_step": 4}')
+    (folder / "optimizer.pt").write_bytes(b"x" * 10)
+    assert "not completely saved" in checkpoint_problem(folder)
+    CheckpointGuard().on_save(args, state, TrainerControl(), model=model)
+    assert checkpoint_problem(folder) is None
+    (folder / "optimizer.pt").write_bytes(b"x" * 5)
+    assert checkpoint_problem(folder) == "optimizer.pt is 5 bytes, 10 were saved (cut short?)"
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="NaN or infinite at step 4"):
+        CheckpointGuard().on_save(args, state, TrainerControl(), model=model)
+    assert not folder.exists()

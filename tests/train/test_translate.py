@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from train.fake_translate_server import HANG
+from train.fake_translate_server import HANG, REDIRECT_LOOP, TRUNCATE
 from train.translate import (
     EndpointGoogleTranslator,
+    Journal,
     RetryPolicy,
     ServiceError,
     TranslateSettings,
+    endpoint_key,
+    journal_header,
     main,
     mask_inline_code,
     split_code_blocks,
@@ -28,7 +31,7 @@ from train.translate import (
     translate_file,
     unmask,
 )
-from vichat.errors import DataError, SettingsError
+from vichat.errors import DataError, SettingsError, ViChatError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -364,16 +367,15 @@ def test_journal_of_another_input_is_not_reused(tmp_path, fake_server, fast_sett
 # --------------------------------------------------------------------------- input and settings errors
 
 
-def test_malformed_input_is_a_data_error_with_the_line(tmp_path, fake_server, fast_settings, capsys):
+def test_malformed_input_is_a_data_error_with_the_line(tmp_path, fake_server, fast_settings):
     server = fake_server()
     source = tmp_path / "in.jsonl"
     source.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a",\n')
 
     with pytest.raises(DataError, match=r"in\.jsonl:2: malformed JSON"):
         translate_file(source, tmp_path / "out.jsonl", fast_settings(server))
-    assert main([str(source), str(tmp_path / "out.jsonl"), "--url", server.url, "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "in.jsonl:2" in err and "Traceback" not in err
+    code, err = cli([str(source), str(tmp_path / "out.jsonl"), "--url", server.url, "--no-progress"])
+    assert code == 2 and "in.jsonl:2" in err and "Traceback" not in err
     assert server.request_count == 0
 
 
@@ -381,7 +383,7 @@ def test_bad_settings_are_rejected(tmp_path, jsonl):
     source = jsonl.write(tmp_path / "in.jsonl", records(1))
     with pytest.raises(SettingsError, match="--concurrency"):
         translate_file(source, tmp_path / "o.jsonl", TranslateSettings(concurrency=0))
-    with pytest.raises(SettingsError, match="differ"):
+    with pytest.raises(ViChatError, match="overwrite the input"):
         translate_file(source, source, TranslateSettings())
 
 
@@ -406,3 +408,427 @@ def test_client_reports_a_page_without_a_translation(fake_server):
         client.translate("hello")
     assert not failure.value.retryable
     client.close()
+
+
+# --------------------------------------------------------------------------- hardening (issue 14)
+
+
+def cli(argv: list[str]) -> tuple[int, str]:
+    """``python -m train.translate argv`` in this process, through the one runner; (exit status, stderr)."""
+    import contextlib
+    import io
+
+    from vichat.cli import run
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = run(main, argv)
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    return code, err.getvalue()
+
+
+def fast_argv(server, tmp_path: Path, source: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        str(source), str(out), "--url", server.url, "--cache", str(tmp_path / "cache"), "--no-progress",
+        "--backoff", "0.001", "--backoff-max", "0.01", "--max-attempts", "2", *extra,
+    ]
+
+
+def test_failures_path_equal_to_the_input_is_refused_and_the_input_kept(tmp_path, fake_server, jsonl):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(3))
+    before = source.read_bytes()
+
+    code, err = cli(fast_argv(server, tmp_path, source, tmp_path / "out.jsonl", "--failures", str(source)))
+
+    assert code == 2 and "--failures" in err and "overwrite the input" in err
+    assert source.read_bytes() == before and server.request_count == 0
+
+
+def test_a_user_file_at_the_failures_path_is_neither_truncated_nor_deleted(tmp_path, fake_server, jsonl):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(2))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a failures file\n")
+
+    code, err = cli(fast_argv(server, tmp_path, source, tmp_path / "out.jsonl", "--failures", str(notes)))
+
+    assert code == 2 and "not a failures file" in err
+    assert notes.read_text() == "my notes, not a failures file\n"
+
+
+def test_failures_file_is_written_whole_at_the_end(tmp_path, fake_server, fast_settings, jsonl):
+    data = records(4)
+    data[1]["prompt"] = "BAD one"
+    data[3]["response"] = "BAD two"
+    server = fake_server(fail_when={"BAD": 403})
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    old = [{"index": 9, "id": "old", "field": "prompt", "reason": "from an earlier run"}]
+    failures = jsonl.write(tmp_path / "out.jsonl.failures.jsonl", old)
+
+    stats = translate_file(source, tmp_path / "out.jsonl", fast_settings(server))
+
+    assert stats.failed == 2
+    assert sorted(f["index"] for f in jsonl.read(failures)) == [1, 3]  # the earlier run's list replaced
+    assert not list(tmp_path.glob(".out.jsonl.failures.jsonl.*"))  # no temp file left behind
+
+
+def test_empty_translation_is_a_failure_never_cached_and_a_rerun_retranslates(
+    tmp_path, fake_server, fast_settings, jsonl
+):
+    blank = fake_server(translate=lambda text: "   " if "Question" in text else text.upper())
+    source = jsonl.write(tmp_path / "in.jsonl", records(2))
+    out = tmp_path / "out.jsonl"
+
+    stats = translate_file(source, out, fast_settings(blank))
+
+    assert stats.failed == 2 and stats.translated == 0
+    assert all("empty translation" in f["reason"] for f in jsonl.read(tmp_path / "out.jsonl.failures.jsonl"))
+    good = fake_server()
+    again = translate_file(source, out, fast_settings(good))
+    assert again.failed == 0 and {"Question 0", "Question 1"} <= set(good.texts)
+    assert jsonl.read(out) == [expected(r) for r in records(2)]
+
+
+def test_empty_translation_from_the_same_endpoint_is_not_served_from_the_cache(
+    tmp_path, fake_server, fast_settings, jsonl
+):
+    answers = {"empty": True}
+    server = fake_server(translate=lambda text: "" if answers["empty"] else text.upper())
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+
+    assert translate_file(source, tmp_path / "out.jsonl", fast_settings(server)).failed == 1
+    answers["empty"] = False
+    server.reset()
+    stats = translate_file(source, tmp_path / "out.jsonl", fast_settings(server))
+
+    assert stats.failed == 0 and "Question 0" in server.texts
+    assert jsonl.read(tmp_path / "out.jsonl") == [expected(records(1)[0])]
+
+
+@pytest.mark.parametrize("misbehaviour", [TRUNCATE, REDIRECT_LOOP])
+def test_transport_failures_are_retried_then_recorded_and_the_run_goes_on(
+    tmp_path, fake_server, jsonl, misbehaviour
+):
+    data = records(4)
+    data[2]["prompt"] = "Question 2 BROKEN"
+    server = fake_server(fail_when={"BROKEN": misbehaviour})
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+
+    code, err = cli(fast_argv(server, tmp_path, source, out, "--concurrency", "2"))
+
+    assert code == 1 and "Traceback" not in err and "1 record(s) failed" in err
+    [failure] = jsonl.read(tmp_path / "out.jsonl.failures.jsonl")
+    assert failure["index"] == 2 and "2 attempts" in failure["reason"]
+    assert [r["id"] for r in jsonl.read(out)] == ["r0", "r1", "r3"]
+    assert server.texts.count("Question 2 BROKEN") >= 2  # retried
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "ftp://127.0.0.1/m", "http://", "127.0.0.1:8000/m", "http://127.0.0.1:99999/m"]
+)
+def test_a_bad_url_is_refused_before_any_work(tmp_path, jsonl, url):
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+
+    code, err = cli([str(source), str(tmp_path / "out.jsonl"), "--url", url, "--no-progress"])
+
+    assert code == 2 and "--url" in err and "Traceback" not in err
+    assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_cache_and_journal_are_keyed_by_endpoint(tmp_path, fake_server, fast_settings, jsonl):
+    stand_in = fake_server()  # upper-cases
+    real = fake_server(translate=lambda text: f"vi: {text}")
+    data = records(6)
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+    client = EndpointGoogleTranslator("en", "vi", base_url=stand_in.url, timeout_s=2)
+    with pytest.raises(Crash):  # a partial journal of stand-in translations is left behind
+        translate_file(source, out, fast_settings(stand_in, concurrency=1), client=CrashAfter(client, 6))
+    assert len((tmp_path / "out.jsonl.partial").read_text().splitlines()) > 1
+
+    stats = translate_file(source, out, fast_settings(real))
+
+    assert stats.resumed == 0 and real.request_count == 12
+    assert jsonl.read(out) == [
+        {**r, "prompt": f"vi: {r['prompt']}", "response": f"vi: {r['response']}"} for r in data
+    ]
+
+
+def test_endpoint_key_ignores_spelling_but_not_the_address():
+    assert endpoint_key("HTTPS://Translate.Google.com:443/m") == endpoint_key("https://translate.google.com/m")
+    assert endpoint_key("http://127.0.0.1:8000/m") != endpoint_key("http://127.0.0.1:8001/m")
+    assert "secret" not in endpoint_key("http://user:secret@127.0.0.1:8000/m")  # never written to disk
+
+
+def _journal(tmp_path: Path, data: list[dict], settings: TranslateSettings, done: int) -> Path:
+    """The journal a killed run leaves: a header and ``done`` finished records, last line torn."""
+    source = tmp_path / "in.jsonl"
+    journal = Journal(tmp_path / "out" / "out.jsonl.partial", journal_header(source, settings.checked()))
+    journal.path.parent.mkdir(exist_ok=True)
+    lines = [json.dumps(journal.header)] + [
+        json.dumps({"i": i, "record": expected(data[i])}) for i in range(done)
+    ]
+    journal.path.write_text("\n".join(lines) + '\n{"i": 99, "record": {"pro')
+    return journal.path
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(*names)``: from now on, the files so named and their temp files (``.NAME.*``) open (and
+    truncate, for "w") but cannot be written: a full disk. Undone after the test."""
+    import errno
+    import io
+    import os
+
+    real_open = io.open
+
+    class FullDisk:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        writelines = write
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.stream.close()
+
+    def activate(*names: str) -> None:
+        def full(path: str) -> bool:
+            name = Path(path).name
+            return name in names or any(re.fullmatch(rf"\.{re.escape(n)}\.\w{{8}}\.tmp", name) for n in names)
+
+        def full_disk_open(file, mode="r", *args, **kwargs):
+            name = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else os.fspath(file)
+            stream = real_open(file, mode, *args, **kwargs)
+            return FullDisk(stream) if full(name) and set(mode) & set("wa+") else stream
+
+        monkeypatch.setattr(io, "open", full_disk_open)
+
+    return activate
+
+
+def test_disk_full_while_resuming_loses_no_journaled_record(
+    tmp_path, fake_server, fast_settings, jsonl, full_disk, monkeypatch
+):
+    server = fake_server()
+    data = records(40)
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out" / "out.jsonl"
+    settings = fast_settings(server)
+    journal = _journal(tmp_path, data, settings, done=30)
+
+    full_disk(journal.name)
+    with pytest.raises(OSError):
+        translate_file(source, out, settings)
+    monkeypatch.undo()
+
+    kept = [json.loads(line)["i"] for line in journal.read_text().splitlines()[1:] if line.endswith("}")]
+    assert sorted(set(kept)) == list(range(30))
+    server.reset()
+    stats = translate_file(source, out, settings)
+    assert stats.resumed == 30 and server.request_count == 20
+    assert jsonl.read(out) == [expected(r) for r in data]
+
+
+def test_disk_full_at_the_end_keeps_the_earlier_outputs_whole(
+    tmp_path, fake_server, fast_settings, jsonl, full_disk, monkeypatch
+):
+    server = fake_server(fail_when={"BAD": 403})
+    data = records(3)
+    data[1]["prompt"] = "BAD"
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+    earlier = [{"index": 1, "id": "r1", "field": "prompt", "reason": "HTTP 403"}]
+    failures = jsonl.write(tmp_path / "out.jsonl.failures.jsonl", earlier)
+    out.write_text('{"prompt": "EARLIER", "response": "RUN"}\n')
+
+    full_disk(out.name, failures.name)
+    with pytest.raises(OSError):
+        translate_file(source, out, fast_settings(server))
+    monkeypatch.undo()
+
+    assert jsonl.read(failures) == earlier and out.read_text() == '{"prompt": "EARLIER", "response": "RUN"}\n'
+    assert not [p.name for p in tmp_path.glob(".out.jsonl*")]  # no temp file left behind
+    server.reset()
+    server.settings.fail_when.clear()
+    assert translate_file(source, out, fast_settings(server)).failed == 0
+    assert sorted(server.texts) == ["Answer 1.", "BAD"]  # record 1 only: the others are in the journal
+    assert jsonl.read(out) == [expected(r) for r in data] and not failures.exists()
+
+
+def test_resume_keeps_every_record_and_drops_only_the_torn_line(tmp_path, fake_server, fast_settings, jsonl):
+    server = fake_server()
+    data = records(10)
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    settings = fast_settings(server)
+    _journal(tmp_path, data, settings, done=7)
+
+    stats = translate_file(source, tmp_path / "out" / "out.jsonl", settings)
+
+    assert stats.resumed == 7 and server.request_count == 6
+    assert jsonl.read(tmp_path / "out" / "out.jsonl") == [expected(r) for r in data]
+
+
+def test_a_second_translation_to_the_same_output_is_refused(tmp_path, fake_server, fast_settings, jsonl):
+    release = threading.Event()
+
+    def slow(text: str) -> str:
+        release.wait(10)
+        return text.upper()
+
+    server = fake_server(translate=slow)
+    source = jsonl.write(tmp_path / "in.jsonl", records(2))
+    out = tmp_path / "out" / "a.jsonl"
+    first: dict = {}
+    worker = threading.Thread(
+        target=lambda: first.update(stats=translate_file(source, out, fast_settings(server, concurrency=1)))
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while server.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.request_count > 0
+        code, err = cli(fast_argv(server, tmp_path, source, out))
+    finally:
+        release.set()
+        worker.join(10)
+
+    assert code == 2 and "in use" in err and "Traceback" not in err
+    assert first["stats"].failed == 0 and jsonl.read(out) == [expected(r) for r in records(2)]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--retries", "-5"),
+        ("--timeout", "-1"),
+        ("--timeout", "nan"),
+        ("--timeout", "inf"),
+        ("--concurrency", "0"),
+        ("--concurrency", "-2"),
+        ("--max-attempts", "0"),
+        ("--backoff", "nan"),
+        ("--backoff-max", "-1"),
+        ("--max-chars", "3"),
+    ],
+)
+def test_bad_numbers_are_refused_with_the_flag_named(tmp_path, fake_server, jsonl, flag, value):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+
+    code, err = cli([str(source), str(tmp_path / "out.jsonl"), "--url", server.url, "--no-progress", flag, value])
+
+    assert code == 2 and flag in err and "Traceback" not in err
+    assert server.request_count == 0
+
+
+def test_nan_timeout_in_settings_is_a_settings_error(tmp_path, jsonl):
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+    with pytest.raises(SettingsError, match="--timeout"):
+        translate_file(source, tmp_path / "o.jsonl", TranslateSettings(timeout_s=float("nan")))
+
+
+def test_retries_sets_the_number_of_attempts(tmp_path, fake_server, jsonl):
+    server = fake_server(fail_when={"Question": 500})
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+    argv = [str(source), str(tmp_path / "out.jsonl"), "--url", server.url, "--no-progress"]
+    argv += ["--cache", "", "--retries", "2", "--backoff", "0", "--backoff-max", "0"]
+
+    assert cli(argv)[0] == 1
+    assert server.texts.count("Question 0") == 3
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--source-lang", "englsh"), ("--target-lang", "xx"),
+                                             ("--target-lang", "auto")])
+def test_an_unknown_language_is_refused(tmp_path, fake_server, jsonl, flag, value):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+
+    code, err = cli([str(source), str(tmp_path / "out.jsonl"), "--url", server.url, flag, value])
+
+    assert code == 2 and flag in err and value in err and "Traceback" not in err
+    assert server.request_count == 0
+
+
+def test_a_language_name_means_its_code(tmp_path, fake_server, fast_settings, jsonl):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(1))
+    translate_file(source, tmp_path / "a.jsonl", fast_settings(server, source_lang="en"))
+    server.reset()
+
+    stats = translate_file(source, tmp_path / "b.jsonl", fast_settings(server, source_lang="English"))
+
+    assert stats.requests == 0  # the same cache entries: "English" is "en"
+
+
+def test_a_field_no_record_has_is_an_error_naming_the_fields_that_exist(tmp_path, fake_server, jsonl):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(2))
+
+    code, err = cli(fast_argv(server, tmp_path, source, tmp_path / "out.jsonl", "--fields", "prompt", "respones"))
+
+    assert code == 2 and '"respones"' in err and "id, prompt, response, topic" in err
+    assert server.request_count == 0
+
+
+def test_a_missing_output_folder_is_created(tmp_path, fake_server, fast_settings, jsonl):
+    server = fake_server()
+    source = jsonl.write(tmp_path / "in.jsonl", records(2))
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+
+    translate_file(source, out, fast_settings(server))
+
+    assert jsonl.read(out) == [expected(r) for r in records(2)]
+
+
+def test_lone_surrogate_is_a_data_error_naming_the_line(tmp_path, fake_server, fast_settings):
+    server = fake_server()
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"prompt": "fine", "response": "ok"}\n\n{"prompt": "bad \\udc80", "response": "ok"}\n')
+
+    with pytest.raises(DataError, match=r"in\.jsonl:3"):
+        translate_file(source, tmp_path / "out.jsonl", fast_settings(server))
+    assert server.request_count == 0
+
+
+def test_ctrl_c_during_a_long_backoff_exits_at_once_with_the_journal_kept(tmp_path, fake_server, jsonl):
+    data = records(2)
+    data[1]["prompt"] = "Question 1 BUSY"
+    server = fake_server(fail_when={"BUSY": 429}, retry_after_s=60)
+    source = jsonl.write(tmp_path / "in.jsonl", data)
+    out, journal = tmp_path / "out.jsonl", tmp_path / "out.jsonl.partial"
+    argv = [sys.executable, "-m", "train.translate", str(source), str(out), "--url", server.url]
+    argv += ["--cache", str(tmp_path / "cache"), "--concurrency", "1", "--no-progress", "--backoff-max", "120"]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "Question 1 BUSY" not in server.texts:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.02)
+        assert "Question 1 BUSY" in server.texts  # answered 429, Retry-After 60: the run is backing off
+        process.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = process.communicate(timeout=20)
+        took = time.monotonic() - start
+    finally:
+        process.kill()
+        process.wait()
+
+    assert process.returncode == 130 and took < 5, (took, err)
+    assert "Traceback" not in err and "resume" in err
+    lines = journal.read_text().splitlines()
+    assert [json.loads(line)["i"] for line in lines[1:]] == [0]
+    assert server.texts.count("Question 1 BUSY") == 1

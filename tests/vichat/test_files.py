@@ -29,6 +29,11 @@ def test_a_failed_atomic_write_leaves_the_old_file_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
     atomic_write_text(target, "new\n")
     assert target.read_text() == "new\n"
+    fresh = tmp_path / "fresh.txt"
+    atomic_write_text(fresh, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
 
 def test_outputs_never_overwrite_inputs(tmp_path):
@@ -79,3 +84,9 @@ def test_number_bounds_and_integers():
         checks.positive_int("--batch", 1.5)
     with pytest.raises(SettingsError, match=r"in \[0, 2\]"):
         checks.number("--t", 3, minimum=0, maximum=2)
+
+
+def test_jobs_writing_their_own_files_can_share_a_folder(tmp_path):
+    with OutputLock(tmp_path, "a", name=".a.jsonl.lock"), OutputLock(tmp_path, "b", name=".b.jsonl.lock"):
+        with pytest.raises(OutputBusyError):
+            OutputLock(tmp_path, "a again", name=".a.jsonl.lock").acquire()

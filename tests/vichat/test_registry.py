@@ -113,8 +113,10 @@ def test_pickle_adapter_is_refused(tmp_path, tiny_models):
 
 def test_adapter_for_another_architecture_is_a_clear_error(tmp_path, tiny_models):
     reg = _registry_with_adapter(tmp_path, tiny_models, str(tiny_models["gptj-a"]))
-    with pytest.raises(ViChatError, match="does not fit base"):
+    with pytest.raises(ViChatError, match="does not fit base 'b': tensor .* which the base lacks") as e:
         reg.generate("x", PROMPT)
+    assert str(tiny_models["gptj-a"]) in str(e.value)
+    assert not reg.loaded()["b"].is_peft  # refused before PEFT touched the base
 
 
 def test_bad_variant_files(tmp_path):
@@ -137,3 +139,47 @@ def test_hub_base_offline_is_a_clear_error(tmp_path, monkeypatch):
     assert not reg.availability("v").ok
     with pytest.raises(VariantUnavailableError, match="nobody-here/no-such-model is not downloaded"):
         reg.generate("v", PROMPT)
+
+
+def test_variant_file_shapes_are_checked_with_file_variant_and_key(tmp_path):
+    path = tmp_path / "m.yaml"
+
+    def refused(text: str, match: str) -> None:
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ViChatError, match=match) as e:
+            Registry.from_yaml(path)
+        assert str(path) in str(e.value)
+
+    refused(
+        "bases: {}\nvariants:\n  - name: 5\n    base: b\n",
+        r"variant #1: name must be non-empty text .*quote it",
+    )
+    refused(
+        "bases: {b: {source: x/y}}\nvariants: [Gemma]\n", r"variant #1 is text \('Gemma'\), not a mapping"
+    )
+    refused("bases: [x]\nvariants: []\n", "bases must be a mapping")
+    refused("bases: {b: {source: x/y}}\nvariants: {name: v}\n", "variants must be a list")
+    refused("- name: v\n", "must be a mapping with keys 'bases' and 'variants'")
+    refused(
+        "bases: {b: {source: x/y, load_in_8bit: maybe}}\nvariants: [{name: v, base: b}]\n", "load_in_8bit"
+    )
+    refused("bases: {b: {source: x/y}}\nvariants: [{name: v, base: b}]\nextra: 1\n", "unknown keys: extra")
+    refused(
+        "bases: {b: {source: x/y}}\nvariants: [{name: v, base: b\n", r"line \d+, column \d+: not valid YAML"
+    )
+    path.write_bytes("bases: {}\nvariants: []\n".encode("utf-16"))
+    with pytest.raises(ViChatError, match="is UTF-16"):
+        Registry.from_yaml(path)
+    path.write_bytes(b"bases: {}\nvariants:\n  - name: \xff\n")
+    with pytest.raises(ViChatError, match="line 3: bytes that are not UTF-8"):
+        Registry.from_yaml(path)
+    with pytest.raises(ViChatError, match="not found: give an existing file with --models"):
+        Registry.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_yaml_on_off_for_fast_is_understood(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "bases: {b: {source: x/y}}\nvariants: [{name: v, base: b, fast: off}]\n", encoding="utf-8"
+    )
+    assert Registry.from_yaml(path).variant("v").fast == "off"

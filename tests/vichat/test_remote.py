@@ -7,9 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from vichat.errors import VariantUnavailableError
+from vichat.errors import VariantUnavailableError, ViChatError
 from vichat.generation import GenerationSettings, GenerationStats
-from vichat.registry import Registry
+from vichat.registry import Endpoint, Registry
 
 REPLY = "Hà Nội là thủ đô của Việt Nam.\n### Instruction:\nbỏ phần này"
 
@@ -28,6 +28,14 @@ class CompletionsHandler(BaseHTTPRequestHandler):
         if body["model"] == "broken":
             self.send_response(500)
             self.end_headers()
+            return
+        if body["model"] == "echo-key":  # a server that puts the key it got into its error message
+            data = json.dumps({"error": {"message": f"bad key {self.headers.get('Authorization')}"}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         if not body.get("stream"):
             payload = {
@@ -72,7 +80,7 @@ def server():
     httpd.shutdown()
 
 
-def _registry(tmp_path, url, model="vichat-chat"):
+def _registry(tmp_path, url, model="vichat-chat", key_env="VICHAT_TEST_KEY"):
     data = {
         "bases": {},
         "variants": [
@@ -81,7 +89,7 @@ def _registry(tmp_path, url, model="vichat-chat"):
                 "base": "bloomz",
                 "backend": "openai",
                 "template": "doctor",
-                "endpoint": {"base_url": url, "model": model, "api_key_env": "VICHAT_TEST_KEY"},
+                "endpoint": {"base_url": url, "model": model, "api_key_env": key_env},
             }
         ],
     }
@@ -115,3 +123,38 @@ def test_remote_errors_are_clear(server, tmp_path):
     reg = _registry(tmp_path, "http://127.0.0.1:9/v1")
     with pytest.raises(VariantUnavailableError, match="cannot be reached"):
         reg.generate("Remote-Chat", "Tôi bị ho")
+
+
+def test_the_key_never_shows_in_errors(server, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("VICHAT_TEST_KEY", "sk-very-secret-value")
+    reg = _registry(tmp_path, server, model="echo-key")
+    with caplog.at_level("DEBUG"), pytest.raises(VariantUnavailableError, match="HTTP 401") as e:
+        reg.generate("Remote-Chat", "Tôi bị ho")
+    assert CompletionsHandler.requests[-1]["auth"] == "Bearer sk-very-secret-value"  # the server did get it
+    assert "very-secret" not in str(e.value) and "very-secret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["PATH", "HOME", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "DJANGO_SECRET_KEY",
+     "DB_PASSWORD_KEY", "VICHAT_TRAIN_SECRET", "lower_api_key", "HF_TOKEN", "BAD-NAME_KEY", ""],
+)  # fmt: skip
+def test_api_key_env_must_name_an_api_key(server, tmp_path, monkeypatch, name):
+    if name:
+        monkeypatch.setenv(name, "the-secret-value")
+    with pytest.raises(ViChatError, match="api_key_env") as e:
+        _registry(tmp_path, server, key_env=name)
+    assert "the-secret-value" not in str(e.value) and str(tmp_path / "m.yaml") in str(e.value)
+    assert CompletionsHandler.requests == []  # refused when the file is read, before any request
+
+
+def test_hub_token_goes_only_to_hugging_face_hosts(tmp_path):
+    reg = _registry(tmp_path, "https://abc.us-east-1.aws.endpoints.huggingface.cloud/v1", key_env="HF_TOKEN")
+    assert reg.variant("Remote-Chat").endpoint.api_key_env == "HF_TOKEN"
+    for fine in ("VLLM_API_KEY", "OPENAI_API_KEY", "TGI_TOKEN", "MY_SERVER_KEY"):
+        assert _registry(tmp_path, "http://127.0.0.1:8000/v1", key_env=fine).names() == ["Remote-Chat"]
+
+
+def test_endpoints_in_code_are_checked_too():
+    with pytest.raises(ViChatError, match="api_key_env 'HOME'"):
+        Endpoint("http://127.0.0.1:8000/v1", "m", api_key_env="HOME")

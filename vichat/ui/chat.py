@@ -17,12 +17,15 @@ from vichat.ui.common import (
     describe_variant,
     make_settings,
     prompt_problem,
+    refusal,
     require_ready,
+    session_of,
     settings_controls,
     settings_problems,
     unavailable_reason,
     variant_choices,
 )
+from vichat.ui.public import Guard
 
 EXAMPLES_CHAT = [
     "Hãy giới thiệu ngắn gọn về vịnh Hạ Long.",
@@ -49,10 +52,12 @@ def pairs(history: list[dict]) -> list[tuple[str, str]]:
     """(user, assistant) turns from Gradio's messages-format history."""
     out, user = [], None
     for m in history:
-        if m["role"] == "user":
-            user = _text(m["content"])
-        elif m["role"] == "assistant" and user is not None:
-            out.append((user, _text(m["content"])))
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "user":
+            user = _text(m.get("content", ""))
+        elif m.get("role") == "assistant" and user is not None:
+            out.append((user, _text(m.get("content", ""))))
             user = None
     return out
 
@@ -77,8 +82,68 @@ def format_stats(stats: GenerationStats) -> str:
     )
 
 
-def build_chat_tab(registry: Registry, cancellations: Cancellations) -> gr.Dropdown:
+class ChatHandlers:
+    """What the Chat tab's events call (plain methods, so tests call them without a browser)."""
+
+    def __init__(self, registry: Registry, cancellations: Cancellations, guard: Guard | None = None) -> None:
+        self.registry, self.cancellations, self.guard = registry, cancellations, guard or Guard()
+
+    def validate(self, text, history, name, *values):
+        return [
+            check(prompt_problem(text)),
+            check(history_problem(history)),
+            check(unavailable_reason(self.registry, name)),
+            *(check(m) for m in settings_problems(*values)),
+        ]
+
+    def respond(
+        self, text, history, name, max_new_tokens, temperature, top_k, penalty, seed, request: gr.Request
+    ):
+        problem = history_problem(history)
+        if problem:
+            raise gr.Error(problem)
+        history = list(history or [])
+        settings_obj = make_settings(max_new_tokens, temperature, top_k, penalty, seed)
+        require_ready(self.registry, name)
+        try:
+            instruction = history_instruction(pairs(history), text if isinstance(text, str) else "")
+            prompt = self.registry.template(name).build(instruction)
+            self.guard.limiter.take(session_of(request))
+        except ViChatError as e:
+            raise refusal(e) from None
+        cancel = self.cancellations.new(f"{session_of(request)}:chat")
+        history += [{"role": "user", "content": text.strip()}, {"role": "assistant", "content": ""}]
+        stats = GenerationStats()
+        yield history, "", "generating...", prompt
+        try:
+            for piece in self.registry.stream(name, instruction, settings_obj, cancel=cancel, stats=stats):
+                history[-1]["content"] += piece
+                yield history, "", f"{stats.new_tokens or ''} ...", prompt
+        except ViChatError as e:
+            raise refusal(e) from None
+        yield history, "", format_stats(stats), prompt
+
+    def stop(self, request: gr.Request):
+        self.cancellations.cancel(f"{session_of(request)}:chat")
+
+
+def history_problem(history) -> str | None:
+    """Why a history handed over (by the page or an API caller) is unusable, or None."""
+    if history is None:
+        return None
+    if not isinstance(history, list) or not all(
+        isinstance(m, dict) and m.get("role") in ("user", "assistant", "system") and "content" in m
+        for m in history
+    ):
+        return "the chat history must be a list of {role, content} messages: press Clear and start again"
+    return None
+
+
+def build_chat_tab(
+    registry: Registry, cancellations: Cancellations, guard: Guard | None = None
+) -> gr.Dropdown:
     """The Chat tab; returns its variant picker (refreshed when a new variant is registered)."""
+    handlers = ChatHandlers(registry, cancellations, guard)
     start = default_variant(registry)
     with gr.Row():
         variant = gr.Dropdown(variant_choices(registry), value=start, label="Variant", scale=3)
@@ -102,44 +167,12 @@ def build_chat_tab(registry: Registry, cancellations: Cancellations) -> gr.Dropd
         prompt_box = gr.Textbox(show_label=False, lines=6, interactive=False, elem_id="chat-prompt")
     gr.Examples(EXAMPLES_CHAT + EXAMPLES_DOCTOR, inputs=message, label="Examples (Chat, then Doctor)")
 
-    def validate(text, history, name, *values):
-        return [
-            check(prompt_problem(text)),
-            check(None),
-            check(unavailable_reason(registry, name)),
-            *(check(m) for m in settings_problems(*values)),
-        ]
-
-    def respond(text, history, name, max_new_tokens, temperature, top_k, penalty, seed, request: gr.Request):
-        history = list(history or [])
-        settings_obj = make_settings(max_new_tokens, temperature, top_k, penalty, seed)
-        require_ready(registry, name)
-        try:
-            instruction = history_instruction(pairs(history), text or "")
-            prompt = registry.template(name).build(instruction)
-        except ViChatError as e:
-            raise gr.Error(str(e)) from None
-        cancel = cancellations.new(f"{request.session_hash}:chat")
-        history += [{"role": "user", "content": text.strip()}, {"role": "assistant", "content": ""}]
-        stats = GenerationStats()
-        yield history, "", "generating...", prompt
-        try:
-            for piece in registry.stream(name, instruction, settings_obj, cancel=cancel, stats=stats):
-                history[-1]["content"] += piece
-                yield history, "", f"{stats.new_tokens or ''} ...", prompt
-        except ViChatError as e:
-            raise gr.Error(str(e)) from None
-        yield history, "", format_stats(stats), prompt
-
-    def stop_fn(request: gr.Request):
-        cancellations.cancel(f"{request.session_hash}:chat")
-
     inputs = [message, chatbot, variant, *settings]
     outputs = [chatbot, message, stats_md, prompt_box]
-    common = {"validator": validate, "concurrency_id": "generate"}
-    ev1 = send.click(respond, inputs, outputs, api_name="chat", **common)
-    ev2 = message.submit(respond, inputs, outputs, api_visibility="undocumented", **common)
-    stop.click(stop_fn, None, None, cancels=[ev1, ev2], queue=False)
+    common = {"validator": handlers.validate, "concurrency_id": "generate"}
+    ev1 = send.click(handlers.respond, inputs, outputs, api_name="chat", **common)
+    ev2 = message.submit(handlers.respond, inputs, outputs, api_visibility="undocumented", **common)
+    stop.click(handlers.stop, None, None, cancels=[ev1, ev2], queue=False)
     clear.click(lambda: ([], "", "", ""), None, [chatbot, message, stats_md, prompt_box], queue=False)
     variant.change(lambda name: describe_variant(registry, name), variant, info, queue=False)
     return variant

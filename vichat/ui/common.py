@@ -1,4 +1,9 @@
-"""Helpers shared by the tabs: variant choices, settings controls, input checks, per-session cancellation."""
+"""Helpers shared by the tabs: variant choices, settings controls, input checks, per-session cancellation.
+
+Every numeric setting a handler takes goes through vichat.checks (the CLIs' checker), so NaN, infinities,
+strings, negatives and out-of-range values get the same message in the app as on the command line, as a
+``gr.Error``, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import threading
 
 import gradio as gr
 
-from vichat.errors import ViChatError
+from vichat import checks
+from vichat.errors import SettingsError, ViChatError
 from vichat.generation import RANGES, GenerationSettings
 from vichat.prompts import check_instruction
 from vichat.registry import Registry
@@ -123,21 +129,54 @@ def make_settings(max_new_tokens, temperature, top_k, repetition_penalty, seed) 
         raise gr.Error(str(e)) from None
 
 
-def settings_or_error(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> GenerationSettings:
+SEED_MAX = 2**32 - 1
+INTEGRAL = ("max_new_tokens", "top_k")
+
+
+def checked_setting(name: str, value):
+    """One generation setting checked by vichat.checks against the range GenerationSettings accepts."""
+    if name == "seed":
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        try:
+            return checks.number("seed", value, minimum=0, maximum=SEED_MAX, integer=True)
+        except SettingsError as e:
+            raise SettingsError(f"{e}; leave it empty for a random seed") from None
+    low, high = RANGES[name]
+    return checks.number(name, value, minimum=low, maximum=high, integer=name in INTEGRAL)
+
+
+def settings_or_error(
+    max_new_tokens, temperature, top_k, repetition_penalty, seed, top_p=1.0
+) -> GenerationSettings:
     """GenerationSettings from the UI's values; raises SettingsError naming the bad one."""
-    return GenerationSettings(
-        max_new_tokens=_num(max_new_tokens, int),
-        temperature=_num(temperature, float),
-        top_k=_num(top_k, int),
-        repetition_penalty=_num(repetition_penalty, float),
-        seed=None if seed in (None, "") else _num(seed, int),
-    )
+    values = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "seed": seed,
+    }
+    return GenerationSettings(**{name: checked_setting(name, v) for name, v in values.items()})
 
 
-def _num(value, kind):
-    if isinstance(value, float) and kind is int and value.is_integer():
-        return int(value)
-    return value
+def ui_number(name: str, value, **bounds):
+    """vichat.checks.number for a handler: a bad value becomes a gr.Error naming the field."""
+    try:
+        return checks.number(name, value, **bounds)
+    except ViChatError as e:
+        raise gr.Error(str(e)) from None
+
+
+def session_of(request) -> str:
+    """The browser session behind a request ("-" when a handler is called without one, as in tests)."""
+    return getattr(request, "session_hash", None) or "-"
+
+
+def refusal(error: ViChatError):
+    """A ViChatError as the gr.Error the page shows (its message is already written for the user)."""
+    return gr.Error(str(error))
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -159,23 +198,19 @@ def prompt_problem(text) -> str | None:
 def settings_problems(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> list[str | None]:
     """One message (or None) per settings control, in settings_controls' order."""
     values = {
-        "max_new_tokens": _num(max_new_tokens, int),
-        "temperature": _num(temperature, float),
-        "top_k": _num(top_k, int),
-        "repetition_penalty": _num(repetition_penalty, float),
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "repetition_penalty": repetition_penalty,
+        "seed": seed,
     }
     out: list[str | None] = []
-    for field, value in values.items():
+    for name, value in values.items():
         try:
-            GenerationSettings(**{field: value})
+            checked_setting(name, value)
             out.append(None)
         except ViChatError as e:
             out.append(str(e))
-    try:
-        GenerationSettings(seed=None if seed in (None, "") else _num(seed, int))
-        out.append(None)
-    except ViChatError as e:
-        out.append(str(e))
     return out
 
 

@@ -23,12 +23,15 @@ from vichat.ui.common import (
     describe_variant,
     make_settings,
     prompt_problem,
+    refusal,
     require_ready,
+    session_of,
     settings_controls,
     settings_problems,
     unavailable_reason,
     variant_choices,
 )
+from vichat.ui.public import Guard
 
 HOW = (
     "Both answers use the same seed and settings. They stream **one after the other** (A, then B): "
@@ -53,8 +56,73 @@ def answer_box(side: str, name: str) -> gr.Textbox:
     )
 
 
-def build_compare_tab(registry: Registry, cancellations: Cancellations) -> list[gr.Dropdown]:
+class CompareHandlers:
+    """What the Compare tab's events call (plain methods, so tests call them without a browser)."""
+
+    def __init__(self, registry: Registry, cancellations: Cancellations, guard: Guard | None = None) -> None:
+        self.registry, self.cancellations, self.guard = registry, cancellations, guard or Guard()
+
+    def validate(self, text, a, b, *values):
+        return [
+            check(prompt_problem(text)),
+            check(unavailable_reason(self.registry, a)),
+            check(unavailable_reason(self.registry, b) or pair_problem(a, b)),
+            *(check(m) for m in settings_problems(*values)),
+        ]
+
+    def compare(self, text, a, b, max_new_tokens, temperature, top_k, penalty, seed, request: gr.Request):
+        registry = self.registry
+        settings_obj = make_settings(max_new_tokens, temperature, top_k, penalty, seed)
+        if settings_obj.seed is None:  # one seed for both sides, shown so the pair can be rerun
+            settings_obj = settings_obj.with_(seed=random.randrange(2**31))
+        require_ready(registry, a)
+        require_ready(registry, b)
+        if pair_problem(a, b):
+            raise gr.Error(pair_problem(a, b))
+        try:
+            instruction = check_instruction(text if isinstance(text, str) else "")
+            self.guard.limiter.take(session_of(request), cost=2)
+        except ViChatError as e:
+            raise refusal(e) from None
+        # one event per side: a stream sets its own event when it meets a stop marker; Stop sets both
+        cancels = [self.cancellations.new(f"{session_of(request)}:compare:{side}") for side in "ab"]
+        texts, stats = ["", ""], [GenerationStats(), GenerationStats()]
+        seed_note = f"seed {settings_obj.seed}"
+
+        def view(note: str):
+            return (
+                gr.update(value=texts[0], label=f"A: {a}"),
+                gr.update(value=texts[1], label=f"B: {b}"),
+                format_stats(stats[0]),
+                format_stats(stats[1]),
+                note,
+            )
+
+        for i, name in enumerate((a, b)):
+            if cancels[i].is_set():
+                break
+            side = "AB"[i]
+            yield view(f"{side} ({name}) generating… {seed_note}")
+            try:
+                for piece in registry.stream(
+                    name, instruction, settings_obj, cancel=cancels[i], stats=stats[i]
+                ):
+                    texts[i] += piece
+                    yield view(f"{side} ({name}) generating… {stats[i].new_tokens or ''} · {seed_note}")
+            except ViChatError as e:
+                raise gr.Error(f"{name}: {e}") from None
+        stopped = any(s.stopped_by == "cancelled" for s in stats) or not stats[1].stopped_by
+        yield view(f"{'stopped' if stopped else 'done'} · {seed_note}")
+
+    def stop(self, request: gr.Request):
+        self.cancellations.cancel(f"{session_of(request)}:compare")
+
+
+def build_compare_tab(
+    registry: Registry, cancellations: Cancellations, guard: Guard | None = None
+) -> list[gr.Dropdown]:
     """The Compare tab; returns its two variant pickers (refreshed when a new variant is registered)."""
+    handlers = CompareHandlers(registry, cancellations, guard)
     first, second = default_pair(registry)
     with gr.Row(equal_height=True):
         pick_a = gr.Dropdown(variant_choices(registry), value=first, label="Variant A", scale=4)
@@ -85,65 +153,12 @@ def build_compare_tab(registry: Registry, cancellations: Cancellations) -> list[
     settings = settings_controls()
     gr.Examples(EXAMPLES_CHAT + EXAMPLES_DOCTOR, inputs=prompt, label="Examples")
 
-    def validate(text, a, b, *values):
-        return [
-            check(prompt_problem(text)),
-            check(unavailable_reason(registry, a)),
-            check(unavailable_reason(registry, b) or pair_problem(a, b)),
-            *(check(m) for m in settings_problems(*values)),
-        ]
-
-    def compare(text, a, b, max_new_tokens, temperature, top_k, penalty, seed, request: gr.Request):
-        settings_obj = make_settings(max_new_tokens, temperature, top_k, penalty, seed)
-        if settings_obj.seed is None:  # one seed for both sides, shown so the pair can be rerun
-            settings_obj = settings_obj.with_(seed=random.randrange(2**31))
-        require_ready(registry, a)
-        require_ready(registry, b)
-        if pair_problem(a, b):
-            raise gr.Error(pair_problem(a, b))
-        try:
-            instruction = check_instruction(text or "")
-        except ViChatError as e:
-            raise gr.Error(str(e)) from None
-        # one event per side: a stream sets its own event when it meets a stop marker; Stop sets both
-        cancels = [cancellations.new(f"{request.session_hash}:compare:{side}") for side in "ab"]
-        texts, stats = ["", ""], [GenerationStats(), GenerationStats()]
-        seed_note = f"seed {settings_obj.seed}"
-
-        def view(note: str):
-            return (
-                gr.update(value=texts[0], label=f"A: {a}"),
-                gr.update(value=texts[1], label=f"B: {b}"),
-                format_stats(stats[0]),
-                format_stats(stats[1]),
-                note,
-            )
-
-        for i, name in enumerate((a, b)):
-            if cancels[i].is_set():
-                break
-            side = "AB"[i]
-            yield view(f"{side} ({name}) generating… {seed_note}")
-            try:
-                for piece in registry.stream(
-                    name, instruction, settings_obj, cancel=cancels[i], stats=stats[i]
-                ):
-                    texts[i] += piece
-                    yield view(f"{side} ({name}) generating… {stats[i].new_tokens or ''} · {seed_note}")
-            except ViChatError as e:
-                raise gr.Error(f"{name}: {e}") from None
-        stopped = any(s.stopped_by == "cancelled" for s in stats) or not stats[1].stopped_by
-        yield view(f"{'stopped' if stopped else 'done'} · {seed_note}")
-
-    def stop_fn(request: gr.Request):
-        cancellations.cancel(f"{request.session_hash}:compare")
-
     inputs = [prompt, pick_a, pick_b, *settings]
     outputs = [answer_a, answer_b, stats_a, stats_b, status]
-    common = {"validator": validate, "concurrency_id": "generate"}
-    ev1 = run.click(compare, inputs, outputs, api_name="compare", **common)
-    ev2 = prompt.submit(compare, inputs, outputs, api_visibility="undocumented", **common)
-    stop.click(stop_fn, None, None, cancels=[ev1, ev2], queue=False)
+    common = {"validator": handlers.validate, "concurrency_id": "generate"}
+    ev1 = run.click(handlers.compare, inputs, outputs, api_name="compare", **common)
+    ev2 = prompt.submit(handlers.compare, inputs, outputs, api_visibility="undocumented", **common)
+    stop.click(handlers.stop, None, None, cancels=[ev1, ev2], queue=False)
     swap.click(lambda a, b: (b, a), [pick_a, pick_b], [pick_a, pick_b], queue=False)
     pick_a.change(lambda n: describe_variant(registry, n), pick_a, info_a, queue=False)
     pick_b.change(lambda n: describe_variant(registry, n), pick_b, info_b, queue=False)

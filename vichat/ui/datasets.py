@@ -2,6 +2,10 @@
 
 Reading, checking, token counting and statistics are vichat.data's (what ``python -m vichat.data validate``
 and ``stats`` print); this tab only pages, searches and filters the records it gets back.
+
+Uploads are bounded (bytes and lines, by the app's policy) before they are read, and deleted when the
+browser session ends. The tokenizer field takes whitespace or a base's tokenizer; a local app also takes a
+tokenizer folder or a hub id, and any other path gets one message whether it exists or not (no probing).
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from vichat.data import (
     stats_from_token_counts,
 )
 from vichat.errors import ViChatError
+from vichat.loading import base_availability
 from vichat.paths import ASSETS, REPO_ROOT
 from vichat.registry import Registry
+from vichat.ui.common import refusal, session_of, ui_number
+from vichat.ui.public import BASE_TOKENIZER, MB, Guard, check_upload_size
 
 UPLOADED = "uploaded file"
 ALL = "(all)"
@@ -38,7 +45,7 @@ MAX_FACET_VALUES = 50
 ERRORS_SHOWN = 50
 CELL_CHARS = 400
 HEADERS = ["record", "prompt", "response", "labels", "tokens"]
-BASE_TOKENIZER = "tokenizer of "
+PAGE_SIZES = (10, 20, 50)
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -167,6 +174,11 @@ def histogram(tokens: list[int], title: str = "", bins: int = 30):
 
 
 def errors_markdown(result: ReadResult) -> str:
+    if result.ok and not result.records:
+        return (
+            f"**{result.path}: no records**: the file is empty or holds only blank lines; a dataset has one "
+            '{"prompt": ..., "response": ...} object per line.'
+        )
     if result.ok:
         return ""
     n = len(result.errors)
@@ -181,13 +193,10 @@ def errors_markdown(result: ReadResult) -> str:
     return "\n".join(lines)
 
 
-def _bound(value) -> float | None:
-    if value is None or value == "":
+def _bound(name: str, value) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    value = float(value)
-    if value < 0 or not math.isfinite(value):
-        raise gr.Error("token-length bounds must be numbers >= 0")
-    return value
+    return ui_number(name, value, minimum=0)
 
 
 # ----------------------------------------------------------------------------------------------- tab
@@ -196,10 +205,11 @@ def _bound(value) -> float | None:
 class DatasetBrowser:
     """What the tab shows for a dataset, a filter and a page; one per app (files and counters cached)."""
 
-    def __init__(self, registry: Registry, runs_dir: Path) -> None:
-        self.registry, self.runs_dir = registry, runs_dir
+    def __init__(self, registry: Registry, runs_dir: Path, guard: Guard | None = None) -> None:
+        self.registry, self.runs_dir, self.guard = registry, runs_dir, guard or Guard()
         self.cache = DatasetCache()
         self.counters: dict[str, TokenCounter] = {}
+        self._counters_lock = threading.Lock()
         self.files = dataset_files(runs_dir)
 
     def rescan(self) -> list[str]:
@@ -207,42 +217,60 @@ class DatasetBrowser:
         return [*self.files, UPLOADED]
 
     def counter(self, name: str) -> TokenCounter:
-        name = (name or WHITESPACE_TOKENIZER).strip()
-        if name not in self.counters:
-            key = name.removeprefix(BASE_TOKENIZER)
-            if name.startswith(BASE_TOKENIZER) and key in self.registry.bases:
-                tokenizer = self.registry.loaded_base(key).tokenizer
-                self.counters[name] = HFCounter(name=key, tokenizer=tokenizer)
-            else:
-                self.counters[name] = load_token_counter(name)
-        return self.counters[name]
+        """The token counter for the field's value, after the policy's check (no path probing)."""
+        name = self.guard.policy.check_tokenizer(name if isinstance(name, str) else None, self.registry)
+        with self._counters_lock:
+            if name in self.counters:
+                return self.counters[name]
+        key = name.removeprefix(BASE_TOKENIZER)
+        if name.startswith(BASE_TOKENIZER):
+            availability = base_availability(self.registry.bases[key])
+            if not availability.ok:
+                raise ViChatError(f"the tokenizer of {key} is unavailable here: {availability.reason}")
+            counter: TokenCounter = HFCounter(name=key, tokenizer=self.registry.loaded_base(key).tokenizer)
+        else:
+            counter = load_token_counter(name)
+        with self._counters_lock:
+            return self.counters.setdefault(name, counter)
 
-    def load(self, name: str, uploaded: str | None) -> Loaded:
+    def load(self, name: str, uploaded: str | None, session: str = "-") -> Loaded:
         if name == UPLOADED:
-            if not uploaded:
+            if not uploaded or not isinstance(uploaded, str):
                 raise gr.Error("upload a .jsonl file first")
-            return self.cache.get(Path(uploaded), Path(uploaded).name, upload=True)
-        path = self.files.get(name)
+            path = Path(uploaded)
+            self.guard.uploads.track(session, path)
+            if not path.is_file():
+                raise gr.Error(
+                    f"{path.name}: the upload is gone (deleted after its session): upload it again"
+                )
+            check_upload_size(path, self.guard.policy)
+            return self.cache.get(path, path.name, upload=True)
+        path = self.files.get(name) if isinstance(name, str) else None
         if path is None or not path.is_file():
             raise gr.Error(f"{name}: no such dataset (rescan to refresh the list)")
         return self.cache.get(path)
 
-    def show(self, name, uploaded, text, label, lo, hi, tok, per_page, number) -> tuple:
+    def show(self, name, uploaded, text, label, lo, hi, tok, per_page, number, request: gr.Request = None):
         """(table page, page number, where, bad lines, statistics, histogram, label choices)."""
+        low, high = _bound("min tokens", lo), _bound("max tokens", hi) or None
+        per_page = ui_number("rows per page", per_page or PAGE_SIZES[0], minimum=1, maximum=max(PAGE_SIZES),
+                             integer=True)  # fmt: skip
+        number = ui_number("page", number or 1, minimum=1, integer=True)
         try:
-            loaded = self.load(name, uploaded)
+            loaded = self.load(name, uploaded, session_of(request))
             counter = self.counter(tok)
             prompt_t, response_t = loaded.sample_tokens(counter)
         except ViChatError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(e) from None
+        except OSError as e:  # the file vanished or cannot be read between the listing and now
+            raise gr.Error(f"{name}: cannot read it ({e.strerror or e}): rescan or upload it again") from None
         records = loaded.result.records
         tokens = [p + r for p, r in zip(prompt_t, response_t, strict=True)]
         choices = facet_choices(records)
         label = label if label in choices else ALL
-        chosen = select(records, tokens, text, label, _bound(lo), _bound(hi) or None)
-        per_page = int(per_page or 10)
+        chosen = select(records, tokens, text if isinstance(text, str) else "", label, low, high)
         pages = max(1, math.ceil(len(chosen) / per_page))
-        number = min(max(1, int(number or 1)), pages)
+        number = min(number, pages)
         summary = stats_from_token_counts(
             compute_stats([records[i] for i in chosen]),
             counter.name,
@@ -260,9 +288,27 @@ class DatasetBrowser:
             gr.update(choices=choices, value=label),
         )
 
+    def first_page(self, name, uploaded, text, label, lo, hi, tok, per_page, request: gr.Request = None):
+        return self.show(name, uploaded, text, label, lo, hi, tok, per_page, 1, request)
 
-def build_datasets_tab(registry: Registry, runs_dir: Path) -> None:
-    browser = DatasetBrowser(registry, runs_dir)
+    def previous(
+        self, name, uploaded, text, label, lo, hi, tok, per_page, number, request: gr.Request = None
+    ):
+        number = ui_number("page", number or 1, minimum=1, integer=True)
+        return self.show(name, uploaded, text, label, lo, hi, tok, per_page, max(1, number - 1), request)
+
+    def next(self, name, uploaded, text, label, lo, hi, tok, per_page, number, request: gr.Request = None):
+        number = ui_number("page", number or 1, minimum=1, integer=True)
+        return self.show(name, uploaded, text, label, lo, hi, tok, per_page, number + 1, request)
+
+    def on_upload(self, name, uploaded, text, label, lo, hi, tok, per_page, request: gr.Request = None):
+        """A new upload: switch the source to it and show its first page."""
+        return (UPLOADED, *self.first_page(UPLOADED, uploaded, text, label, lo, hi, tok, per_page, request))
+
+
+def build_datasets_tab(registry: Registry, runs_dir: Path, guard: Guard | None = None) -> None:
+    browser = DatasetBrowser(registry, runs_dir, guard)
+    policy = browser.guard.policy
     first = next(iter(browser.files), UPLOADED)
     start = (
         browser.show(first, None, "", ALL, None, None, WHITESPACE_TOKENIZER, 10, 1)
@@ -273,7 +319,7 @@ def build_datasets_tab(registry: Registry, runs_dir: Path) -> None:
         source = gr.Dropdown([*browser.files, UPLOADED], value=first, label="Dataset", scale=3)
         rescan = gr.Button("↻ Rescan runs/data", scale=1)
         upload = gr.File(
-            label="Upload a JSONL file (prompt/response per line; up to 50 MB)",
+            label=f"Upload a JSONL file (prompt/response per line; up to {policy.max_upload_bytes / MB:g} MB)",
             file_types=[".jsonl"],
             type="filepath",
             scale=3,
@@ -286,12 +332,14 @@ def build_datasets_tab(registry: Registry, runs_dir: Path) -> None:
         low = gr.Number(0, label="min tokens (Enter)", minimum=0, precision=0, scale=1)
         high = gr.Number(0, label="max tokens (Enter; 0 = no limit)", minimum=0, precision=0, scale=1)
         tokenizer = gr.Dropdown(
-            [WHITESPACE_TOKENIZER, *(BASE_TOKENIZER + k for k in registry.bases)],
+            policy.tokenizer_choices(registry),
             value=WHITESPACE_TOKENIZER,
-            allow_custom_value=True,
+            allow_custom_value=not policy.public,
             label="Count tokens with",
-            info="whitespace words, a base's tokenizer (loads the model), or a tokenizer folder / hub id",
+            info="whitespace words or a base's tokenizer (loads the model)"
+            + ("" if policy.public else ", or a tokenizer folder / hub id"),
             scale=2,
+            elem_id="datasets-tokenizer",
         )
     table = gr.Dataframe(
         start[0],
@@ -307,7 +355,7 @@ def build_datasets_tab(registry: Registry, runs_dir: Path) -> None:
         prev = gr.Button("◀ Previous", size="sm", scale=1)
         page = gr.Number(value=1, precision=0, minimum=1, label="page (Enter)", scale=1)
         nxt = gr.Button("Next ▶", size="sm", scale=1)
-        size = gr.Dropdown([10, 20, 50], value=10, label="rows per page", scale=1)
+        size = gr.Dropdown(list(PAGE_SIZES), value=PAGE_SIZES[0], label="rows per page", scale=1)
         where = gr.Markdown(start[2], elem_id="datasets-page")
     stats = gr.Markdown(start[4], elem_id="datasets-stats")
     hist = gr.Plot(start[5], label="Samples by token length", elem_id="datasets-hist")
@@ -316,20 +364,12 @@ def build_datasets_tab(registry: Registry, runs_dir: Path) -> None:
     outputs = [table, page, where, errors, stats, hist, facet]
     opts = {"concurrency_limit": 4, "show_progress": "minimal"}
 
-    def first_page(*values):
-        return browser.show(*values, 1)
-
-    def step(delta: int):
-        return lambda *values: browser.show(*values[:-1], int(values[-1] or 1) + delta)
-
     for trigger in (source.input, facet.input, tokenizer.input, size.input, search.submit):
-        trigger(first_page, filters, outputs, **opts)
+        trigger(browser.first_page, filters, outputs, **opts)
     for trigger in (low.submit, high.submit):
-        trigger(first_page, filters, outputs, **opts)
+        trigger(browser.first_page, filters, outputs, **opts)
     page.submit(browser.show, [*filters, page], outputs, **opts)
-    prev.click(step(-1), [*filters, page], outputs, **opts)
-    nxt.click(step(+1), [*filters, page], outputs, **opts)
-    upload.upload(
-        lambda *values: (UPLOADED, *first_page(UPLOADED, *values[1:])), filters, [source, *outputs], **opts
-    )
+    prev.click(browser.previous, [*filters, page], outputs, **opts)
+    nxt.click(browser.next, [*filters, page], outputs, **opts)
+    upload.upload(browser.on_upload, filters, [source, *outputs], **opts)
     rescan.click(lambda: gr.update(choices=browser.rescan()), None, source, queue=False)

@@ -7,11 +7,17 @@ write (``<runs>/eval``), so a CLI run and an app run share answers, verdicts and
 
 The API key lives only in this run's memory: the field is a password box, it is never returned to the page,
 written, or logged, and the events that take it are left out of Gradio's run history.
+
+Before any answer is generated or any judge call is paid for, a run checks what would make it fail later: the
+numbers (through vichat.checks), the eval set (built-in sets only: a path would let a visitor read files), the
+endpoint (in public mode one of a fixed list: a free URL is a blind SSRF), and that the output folder is
+writable and inside the folders the app may serve (else the downloads fail after the calls are spent).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -20,33 +26,66 @@ import pandas as pd
 from eval import cost
 from eval import judge as judging
 from eval.answers import REFERENCE, answers_path, generate_answers, paper_settings
+from eval.answers import lock_for as answers_lock
 from eval.client import BASE_URL_ENV, DEFAULT_BASE_URL, ChatClient, ClientConfig
 from eval.offline import TOTAL, compute_nll, has_nll
 from eval.report import ReportData, build_report, main_table, write_report
 from eval.sets import BUILTIN, EvalSet, load_eval_set
 from eval.verdicts import collect, judgments_path
-from vichat.errors import ViChatError
+from vichat import checks
+from vichat.errors import SettingsError, ViChatError
 from vichat.registry import Registry
-from vichat.ui.common import default_pair, unavailable_reason, variant_choices
+from vichat.ui.common import default_pair, refusal, session_of, ui_number, unavailable_reason, variant_choices
+from vichat.ui.public import Guard, check_servable
 
 SEED = 0  # eval.answers' default: answers made here and by the CLI are the same files
 JUDGE_CONCURRENCY = 4
 NO_KEY = "No API key: offline scores only (chrF against the reference answers; NLL if ticked)."
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+/-]{0,99}$")
 
 
 def first_questions(set_name: str, n: int) -> EvalSet:
     """The first ``n`` questions of a set, under the set's own name (so its answer files are shared)."""
+    if set_name not in BUILTIN:  # never a path: the field must not read files a visitor names
+        raise gr.Error(f"the eval set must be one of {', '.join(BUILTIN)}, got {str(set_name)[:60]!r}")
     try:
         full = load_eval_set(set_name)
     except ViChatError as e:
         raise gr.Error(str(e)) from None
-    if not isinstance(n, int | float) or not 1 <= n <= len(full):
-        raise gr.Error(f"questions must be between 1 and {len(full)}, got {n!r}")
-    return EvalSet(full.name, full.path, full.head(int(n)))
+    n = ui_number("questions", n, minimum=1, maximum=len(full), integer=True)
+    return EvalSet(full.name, full.path, full.head(n))
+
+
+def judge_model_name(text) -> str:
+    name = (text if isinstance(text, str) else "").strip() or "gpt-4"
+    if not MODEL_NAME.match(name):
+        raise gr.Error(
+            f"the judge model must be a model name like gpt-4 (letters, digits, . _ : + / -), got {name[:60]!r}"
+        )
+    return name
+
+
+def price_override(text) -> str | None:
+    """The price box's "IN,OUT" checked by vichat.checks (empty: the list price)."""
+    text = (text if isinstance(text, str) else "").strip()
+    if not text:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise SettingsError(f"the price must be 'IN,OUT' in USD per 1M tokens, e.g. 30,60; got {text[:60]!r}")
+    inp, out = (
+        checks.number(f"price {side}", v, minimum=0, maximum=1e6)
+        for side, v in zip(("IN", "OUT"), parts, strict=True)
+    )
+    return f"{inp},{out}"
 
 
 def chosen(registry: Registry, variants: list[str] | None) -> list[str]:
-    variants = [v for v in variants or [] if v != REFERENCE]
+    if isinstance(variants, str):
+        variants = [variants]
+    if not isinstance(variants, list | tuple) or not all(isinstance(v, str) for v in variants):
+        raise gr.Error("tick at least one variant")
+    variants = [v for v in variants if v != REFERENCE]
     if not variants:
         raise gr.Error("tick at least one variant")
     for name in variants:
@@ -100,35 +139,80 @@ def chrf_bars(data: ReportData):
 class JudgeRunner:
     """The tab's steps over one output folder: answer, estimate, judge, score offline."""
 
-    def __init__(self, registry: Registry, out_dir: Path) -> None:
-        self.registry, self.out_dir = registry, Path(out_dir)
+    def __init__(
+        self, registry: Registry, out_dir: Path, guard: Guard | None = None, served: list[str] | None = None
+    ) -> None:
+        self.registry, self.out_dir, self.guard = registry, Path(out_dir), guard or Guard()
+        self.served = list(served or [])
 
-    def answer(self, variants, set_name, n, nll, progress=gr.Progress(track_tqdm=True)) -> str:
+    def check_output(self) -> None:
+        """The output folder is writable and servable, before any work (else downloads fail at the end)."""
+        try:
+            check_servable(self.out_dir, self.served)
+        except ViChatError as e:
+            raise refusal(e) from None
+
+    def answer(
+        self, variants, set_name, n, nll, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)
+    ) -> str:
         """Answers (and, if asked, reference NLLs) for the first n questions; cached ones are reused."""
         eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
+        self.check_output()
         added = []
         try:
-            for i, v in enumerate(variants):
-                progress(i / len(variants), desc=f"answers: {v}")
-                k = generate_answers(
-                    eval_set, v, self.registry, self.out_dir, paper_settings(SEED), batch_size=1
-                )
-                added.append(f"{v}: {k} new")
-                if nll and has_nll(v):
-                    progress(i / len(variants), desc=f"NLL: {v}")
-                    compute_nll(eval_set, v, self.registry, self.out_dir, batch_size=4)
+            self.guard.limiter.take(session_of(request), cost=len(eval_set) * len(variants))
+            with answers_lock(self.out_dir, eval_set.name, "the app's Judge tab"):
+                for i, v in enumerate(variants):
+                    progress(i / len(variants), desc=f"answers: {v}")
+                    k = generate_answers(
+                        eval_set, v, self.registry, self.out_dir, paper_settings(SEED), batch_size=1
+                    )
+                    added.append(f"{v}: {k} new")
+                    if nll and has_nll(v):
+                        progress(i / len(variants), desc=f"NLL: {v}")
+                        compute_nll(eval_set, v, self.registry, self.out_dir, batch_size=4)
         except ViChatError as e:
             raise gr.Error(str(e)) from None
         return f"Answers for the first {len(eval_set)} {eval_set.name} questions ready ({', '.join(added)})."
 
-    def estimate(self, variants, set_name, n, judge_model, single_order, price_text) -> str:
-        """What judging would cost; unanswered questions count with the reference answer's length."""
+    def check_run(self, variants, set_name, n, base_url, judge_model, key, single_order, price_text) -> str:
+        """The Run button's first step: everything that could fail later, checked before any work."""
+        eval_set, variants, judge_model, key, endpoint, _ = self._checked(
+            variants, set_name, n, base_url, judge_model, key, price_text
+        )
+        then = (
+            f"judging with {judge_model} at {endpoint or ClientConfig().endpoint}" if key else "chrF scores"
+        )
+        return (
+            f"Checked: {len(variants)} variant(s), first {len(eval_set)} {eval_set.name} questions; "
+            f"answering now, then {then}."
+        )
+
+    def _checked(self, variants, set_name, n, base_url, judge_model, key, price_text):
+        """(eval set, variants, judge model, key, endpoint, price), each checked; a gr.Error otherwise."""
+        eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
+        judge_model = judge_model_name(judge_model)
+        key = key.strip() if isinstance(key, str) else ""
+        endpoint, price = None, None
+        try:
+            if key:
+                endpoint = self.guard.policy.judge_endpoint(base_url if isinstance(base_url, str) else None)
+                price = cost.price_for(judge_model, price_override(price_text))
+        except ViChatError as e:
+            raise refusal(e) from None
+        self.check_output()
+        return eval_set, variants, judge_model, key, endpoint, price
+
+    def estimate(self, variants, set_name, n, judge_model, single_order, price_text, base_url=None) -> str:
+        """What judging would cost at the endpoint; unanswered questions count with the reference's length."""
         try:
             eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
-            price = cost.price_for(judge_model or "gpt-4", (price_text or "").strip() or None)
+            judge_model = judge_model_name(judge_model)
+            price = cost.price_for(judge_model, price_override(price_text))
+            endpoint = self.guard.policy.judge_endpoint(base_url if isinstance(base_url, str) else None)
             plan = judging.plan(
-                eval_set, self._comparisons(variants), str(self.out_dir), judge_model or "gpt-4",
-                single_order=bool(single_order), price=price, stand_in=True,
+                eval_set, self._comparisons(variants), str(self.out_dir), judge_model,
+                single_order=bool(single_order), price=price, stand_in=True, endpoint=endpoint,
             )  # fmt: skip
         except (ViChatError, gr.Error) as e:
             return f"estimate unavailable: {getattr(e, 'message', e)}"
@@ -140,21 +224,25 @@ class JudgeRunner:
         progress=gr.Progress(track_tqdm=True),
     ):  # fmt: skip
         """Judge with the key when there is one, else the offline scores; (table, chart, bars, files, status)."""
-        eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
-        judge_model = (judge_model or "gpt-4").strip()
+        eval_set, variants, judge_model, key, endpoint, price = self._checked(
+            variants, set_name, n, base_url, judge_model, key, price_text
+        )  # before any paid call: settings, endpoint, and an output folder the downloads can come from
         try:
-            if (key or "").strip():
+            if key:
                 status = self._judge(
-                    eval_set, variants, base_url, judge_model, key.strip(), single_order, price_text, progress
+                    eval_set, variants, endpoint, judge_model, key, single_order, price, progress
                 )
             else:
                 status = NO_KEY
-            data = build_report(eval_set, variants, self.out_dir, judge_model, REFERENCE, bool(single_order))
+            data = build_report(
+                eval_set, variants, self.out_dir, judge_model, REFERENCE, bool(single_order),
+                endpoint=endpoint if key else None,
+            )  # fmt: skip
             written = write_report(
                 data, self.out_dir / "report" / f"app-{eval_set.name}-first{len(eval_set)}"
             )
         except ViChatError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(e) from None
         files = [str(p) for p in written.values()] + self._data_files(eval_set, variants, judge_model)
         if data.summaries:
             chart = str(written["chart"]) if "chart" in written else None
@@ -168,23 +256,25 @@ class JudgeRunner:
             status,
         )
 
-    def _judge(
-        self, eval_set, variants, base_url, judge_model, key, single_order, price_text, progress
-    ) -> str:
-        price = cost.price_for(judge_model, (price_text or "").strip() or None)
+    def _judge(self, eval_set, variants, endpoint, judge_model, key, single_order, price, progress) -> str:
         plan = judging.plan(
             eval_set, self._comparisons(variants), str(self.out_dir), judge_model,
-            single_order=bool(single_order), price=price,
+            single_order=bool(single_order), price=price, endpoint=endpoint,
         )  # fmt: skip
-        config = ClientConfig(base_url=(base_url or "").strip() or None, api_key=key)
+        config = ClientConfig(base_url=endpoint, api_key=key)
         progress(0, desc=f"judging with {judge_model}")
-        result = judging.run_judgments(
-            plan.todo, plan.cache, ChatClient(config), judge_model, plan.prompt, concurrency=JUDGE_CONCURRENCY
-        )
+        with judging.lock_for(self.out_dir, eval_set.name, "the app's Judge tab"):
+            result = judging.run_judgments(
+                plan.todo, plan.cache, ChatClient(config), judge_model, plan.prompt,
+                concurrency=JUDGE_CONCURRENCY,
+            )  # fmt: skip
         lines = [
             f"{result.called} calls, {cost.spent(result.prompt_tokens, result.completion_tokens, price)}"
         ]
         lines += [f"failed: {t.question_id} {t.order}: {m}" for t, m in result.failed[:5]]
+        unreadable = getattr(result, "unparsable", None) or []
+        if unreadable:
+            lines.append(f"{len(unreadable)} verdict(s) unreadable: not cached, asked again on the next run")
         collected = collect(plan.tasks, plan.cache)
         lines += judging.summary_lines(eval_set, collected, head_to_head=False)
         return "  \n".join(lines)
@@ -199,9 +289,12 @@ class JudgeRunner:
         return [str(p) for p in paths if p.is_file()]
 
 
-def build_judge_tab(registry: Registry, out_dir: Path) -> gr.Dropdown:
+def build_judge_tab(
+    registry: Registry, out_dir: Path, guard: Guard | None = None, served: list[str] | None = None
+) -> gr.Dropdown:
     """The Judge tab; returns its variant picker (refreshed when a new variant is registered)."""
-    runner = JudgeRunner(registry, out_dir)
+    runner = JudgeRunner(registry, out_dir, guard, served)
+    policy = runner.guard.policy
     available = set(registry.available_names())
     start = [v for v in default_pair(registry) if v in available]
     sizes = {name: len(load_eval_set(name)) for name in BUILTIN}
@@ -227,9 +320,22 @@ def build_judge_tab(registry: Registry, out_dir: Path) -> gr.Dropdown:
             nll = gr.Checkbox(False, label="offline: also the NLL of the references (slow)")
     with gr.Accordion("Judge model (leave the key empty for offline scores)", open=True):
         with gr.Row():
-            base_url = gr.Textbox(
-                os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, label="endpoint base URL", scale=3
-            )
+            if policy.public:  # a fixed list: a free URL would make the server POST anywhere
+                base_url = gr.Dropdown(
+                    list(policy.judge_endpoints),
+                    value=policy.judge_endpoints[0],
+                    allow_custom_value=False,
+                    label="endpoint base URL (fixed on this public app)",
+                    scale=3,
+                    elem_id="judge-endpoint",
+                )
+            else:
+                base_url = gr.Textbox(
+                    os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+                    label="endpoint base URL",
+                    scale=3,
+                    elem_id="judge-endpoint",
+                )
             judge_model = gr.Textbox("gpt-4", label="judge model", scale=2)
             key = gr.Textbox(
                 type="password",
@@ -258,17 +364,18 @@ def build_judge_tab(registry: Registry, out_dir: Path) -> gr.Dropdown:
     bars = gr.Plot(label="chrF by category", visible=False, elem_id="judge-bars")
     files = gr.File(label="Downloads: report, table, chart, answers, verdicts", file_count="multiple")
 
-    plan_inputs = [variants, set_name, n, judge_model, single_order, price]
+    plan_inputs = [variants, set_name, n, judge_model, single_order, price, base_url]
     private = {"api_visibility": "undocumented"}  # undocumented: left out of run history (the key)
     estimate_btn.click(runner.estimate, plan_inputs, estimate, concurrency_limit=4)
-    for control in (variants, set_name, n, single_order):
+    for control in (variants, set_name, n, single_order, base_url):
         control.input(runner.estimate, plan_inputs, estimate, concurrency_limit=4, show_progress="hidden")
     set_name.change(lambda s: gr.update(maximum=sizes[s]), set_name, n, queue=False)
-    run.click(
+    run_inputs = [variants, set_name, n, base_url, judge_model, key, single_order, price]
+    run.click(runner.check_run, run_inputs, status, queue=False, **private).success(
         runner.answer, [variants, set_name, n, nll], status, concurrency_id="generate", **private
     ).success(
         runner.score,
-        [variants, set_name, n, base_url, judge_model, key, single_order, price],
+        run_inputs,
         [table, chart, bars, files, status],
         concurrency_limit=2,
         **private,
