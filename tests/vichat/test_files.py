@@ -87,6 +87,9 @@ def test_number_bounds_and_integers():
 
 
 def test_jobs_writing_their_own_files_can_share_a_folder(tmp_path):
-    with OutputLock(tmp_path, "a", name=".a.jsonl.lock"), OutputLock(tmp_path, "b", name=".b.jsonl.lock"):
-        with pytest.raises(OutputBusyError):
-            OutputLock(tmp_path, "a again", name=".a.jsonl.lock").acquire()
+    with (
+        OutputLock(tmp_path, "a", name=".a.jsonl.lock"),
+        OutputLock(tmp_path, "b", name=".b.jsonl.lock"),
+        pytest.raises(OutputBusyError),
+    ):
+        OutputLock(tmp_path, "a again", name=".a.jsonl.lock").acquire()
