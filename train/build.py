@@ -429,29 +429,35 @@ def remove_contaminated(
     questions: Sequence[decontam.EvalQuestion],
     threshold: float,
 ) -> None:
-    """Drop every record whose prompt is a near-duplicate of an eval question; count it per source."""
-    flat = [(name, item) for name, pool in pools.items() for item in pool]
-    matches = decontam.find_matches(
-        [item.record["prompt"] for _, item in flat],
-        questions,
-        threshold,
-        record_ids=[item.record.get("id") for _, item in flat],
-        reviewed=decontam.load_reviewed(),
-        reference=decontam.our_prompts(),
-    )
-    dropped = {match.record: match for match in matches}
-    for name in pools:
-        pools[name] = []
-    for index, (name, item) in enumerate(flat):
-        match = dropped.get(index)
-        if match is None:
-            pools[name].append(item)
-            continue
-        report = reports[name]
-        report.contaminated += 1
-        if len(report.examples) < 5:
-            prompt = " ".join(item.record["prompt"].split())[:100]
-            report.examples.append(f"{match.question.id} ({match.score:.2f}): {prompt}")
+    """Drop every record whose prompt is a near-duplicate of an eval question; count it per source.
+
+    Each source is scored with weights fitted on the eval questions and that source's own prompts (ours: the
+    whole of ``assets/data``, exactly as ``tests/train/test_decontam.py`` scores it), so a record's fate does
+    not depend on what else is in the mixture, and a large source's stock phrases weigh little within it.
+    """
+    reviewed = decontam.load_reviewed()
+    for name, pool in pools.items():
+        matches = decontam.find_matches(
+            [item.record["prompt"] for item in pool],
+            questions,
+            threshold,
+            record_ids=[item.record.get("id") for item in pool],
+            reviewed=reviewed,
+            reference=decontam.our_prompts() if name == "ours" else None,
+        )
+        dropped = {match.record: match for match in matches}
+        kept = []
+        for index, item in enumerate(pool):
+            match = dropped.get(index)
+            if match is None:
+                kept.append(item)
+                continue
+            report = reports[name]
+            report.contaminated += 1
+            if len(report.examples) < 5:
+                prompt = " ".join(item.record["prompt"].split())[:100]
+                report.examples.append(f"{match.question.id} ({match.score:.2f}): {prompt}")
+        pools[name] = kept
 
 
 # --------------------------------------------------------------------------- build
@@ -684,10 +690,11 @@ def table_one_lines(report: BuildReport) -> list[str]:
         "paper samples | paper avg | paper tokens |",
     ]
     names = [c.name for c in report.components]
-    for name in names:
+    for position, name in enumerate(names):
         stats = report.table[display(name)]
+        label = display(report.mixture) if position == 0 else ""  # the mixture named on its first row
         lines.append(
-            f"| | {display(name)} | {stats.samples:,} | {stats.avg_tokens_per_sample or 0:.1f} | "
+            f"| {label} | {display(name)} | {stats.samples:,} | {stats.avg_tokens_per_sample or 0:.1f} | "
             f"{_compact(stats.total_tokens or 0)} | {_paper_cells(name)} |"
         )
     whole = report.table[f"{display(report.mixture)} mixture"]

@@ -94,13 +94,23 @@ class RequestLog:
             self.in_flight -= 1
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-request (a killed translate run) is normal here, not an error to print."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeTranslateServer:
     """Start with ``with FakeTranslateServer(...) as server:``; point a translator at ``server.url``."""
 
     def __init__(self, settings: ServerSettings | None = None, port: int = 0) -> None:
         self.settings = settings or ServerSettings()
         self.log = RequestLog()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread: threading.Thread | None = None
