@@ -7,12 +7,21 @@ the same way: proxies and overloaded servers send those for a while. When the re
 gets :class:`JudgeUnavailableError` and stops cleanly. The API key never leaves this module in a message:
 every error text is scrubbed of it. :func:`normalise_endpoint` gives the one spelling of a base URL that
 caches key their entries by, so verdicts from one server are never taken for another's.
+
+The output limit has two names. OpenAI's newer models (the o-series reasoning models and the GPT-5 family)
+refuse ``max_tokens`` with HTTP 400 and want ``max_completion_tokens``; vLLM, TGI and llama.cpp servers know
+``max_tokens`` (some know only it). So the limit is sent as ``max_tokens`` unless the model's name belongs
+to a family known to need the new name (:func:`needs_max_completion_tokens`), and a 400 saying that
+``max_tokens`` is not supported switches that model to ``max_completion_tokens`` (one immediate resend,
+remembered for the client's life). Nothing ever switches the other way, so a server that knows only
+``max_tokens`` keeps getting it.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +35,9 @@ BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
 PER_REQUEST_STATUS = frozenset({400, 413, 422})  # this request is bad; the others may be fine
+# Model names (after any "provider/" prefix) that refuse max_tokens: o1, o1-mini, o3, o3-pro, o4-mini, gpt-5,
+# gpt-5-mini, gpt-5.1, ... and later generations. gpt-4o and gpt-4.1 still accept max_tokens.
+_COMPLETION_TOKENS_MODELS = re.compile(r"^(?:o[1-9]\d*|gpt-(?:[5-9]|\d{2,}))(?:$|[-.:_ ])", re.IGNORECASE)
 
 
 class MissingApiKeyError(ViChatError):
@@ -144,6 +156,25 @@ def scrub(text: str, secrets) -> str:
     return text
 
 
+def needs_max_completion_tokens(model: str) -> bool:
+    """Whether ``model`` is in a family known to refuse ``max_tokens`` (o1/o3/o4..., gpt-5...)."""
+    name = (model or "").strip().rsplit("/", 1)[-1]
+    return bool(_COMPLETION_TOKENS_MODELS.match(name))
+
+
+def _refuses_max_tokens(error) -> bool:
+    """Whether an HTTP 400 says ``max_tokens`` is not supported (use ``max_completion_tokens``): OpenAI names
+    it in ``param``; other gateways only in the message."""
+    if _status(error) != 400:
+        return False
+    body = getattr(error, "body", None)
+    message = str(body.get("message", "")) if isinstance(body, dict) else ""
+    message = (message or str(getattr(error, "message", "") or "")).lower()
+    if getattr(error, "param", None) == "max_tokens":
+        return "max_completion_tokens" in message or "unsupported" in (getattr(error, "code", "") or "")
+    return "max_tokens" in message.replace("max_completion_tokens", "") and "max_completion_tokens" in message
+
+
 def _status(error) -> int | None:
     return getattr(error, "status_code", None)
 
@@ -193,6 +224,8 @@ class ChatClient:
         self._secrets = (key,)
         self.endpoint = self.scrub(config.normalised_endpoint)  # what verdicts are keyed by, and messages say
         self._openai = openai
+        self._lock = threading.Lock()
+        self._completion_tokens_models: set[str] = set()  # refused max_tokens once: asked with the new name
         self._client = openai.OpenAI(
             api_key=key, base_url=config.endpoint, timeout=config.timeout, max_retries=config.max_retries
         )
@@ -202,6 +235,27 @@ class ChatClient:
 
     def scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
+
+    def limit_name(self, model: str) -> str:
+        """The name this client sends ``model``'s output limit under: ``max_completion_tokens`` for the known
+        families and for models whose server refused ``max_tokens`` before; else ``max_tokens``."""
+        with self._lock:
+            known = model in self._completion_tokens_models
+        return "max_completion_tokens" if known or needs_max_completion_tokens(model) else "max_tokens"
+
+    def _create(self, model: str, messages: list[dict], options: dict, max_tokens: int | None):
+        """One request; when the server refuses ``max_tokens`` for this model, remember it and resend once
+        at once with ``max_completion_tokens`` (never the reverse)."""
+        limit = {} if max_tokens is None else {self.limit_name(model): max_tokens}
+        try:
+            return self._client.chat.completions.create(model=model, messages=messages, **options, **limit)
+        except self._openai.BadRequestError as e:
+            if "max_tokens" not in limit or not _refuses_max_tokens(e):
+                raise
+            with self._lock:
+                self._completion_tokens_models.add(model)
+        limit = {"max_completion_tokens": max_tokens}
+        return self._client.chat.completions.create(model=model, messages=messages, **options, **limit)
 
     def complete(
         self,
@@ -215,16 +269,12 @@ class ChatClient:
     ) -> Completion:
         """One chat completion, retried on 429/5xx/timeouts; raises JudgeUnavailableError when all fail."""
         openai, cfg = self._openai, self.config
-        extra = {
-            k: v
-            for k, v in (("temperature", temperature), ("max_tokens", max_tokens), ("seed", seed))
-            if v is not None
-        }
+        options = {k: v for k, v in (("temperature", temperature), ("seed", seed)) if v is not None}
         last: Exception | None = None
         for attempt in range(cfg.retries + 1):
             wait = None
             try:
-                response = self._client.chat.completions.create(model=model, messages=messages, **extra)
+                response = self._create(model, messages, options, max_tokens)
                 return self._completion(response)
             except openai.APIStatusError as e:
                 status = e.status_code

@@ -9,6 +9,12 @@ client's own retries stay quick); ``hang`` no answer for ``hang_s`` seconds (a c
 ``garbage`` a verdict nobody can read scores from; ``badjson`` a 200 whose body is not JSON; ``401`` a
 bad key, whose message echoes the key (as real endpoints partly do) to test scrubbing; ``400`` a bad request.
 
+``refuse_max_tokens`` mimics OpenAI's newer models (o-series, GPT-5): a request carrying ``max_tokens`` gets
+OpenAI's HTTP 400 ``unsupported_parameter`` answer, before any scripted action, and ``max_completion_tokens``
+is accepted. ``only_max_tokens`` mimics a server that knows only ``max_tokens`` (older vLLM, llama.cpp
+builds): a request carrying ``max_completion_tokens`` gets a 400. Either may be ``True`` (every model) or a
+collection of model names.
+
 Verdicts are deterministic: each answer's score is the ``[score=N]`` tag in it, else a hash of its text
 (1..10). A message that is not a judge prompt gets an answer derived from its text. Run it by hand with
 ``python -m eval.openai_server --port 8000 --latency 0.2`` and point ``--base-url`` at it.
@@ -21,6 +27,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,6 +44,21 @@ class Behaviour:
     retry_after_ms: int = 5
     hang_s: float = 3.0
     bias: float = 0.0  # added to Assistant 1's score (capped at 10): a judge with position bias
+    refuse_max_tokens: bool | Collection[str] = False  # OpenAI's o-series / GPT-5: max_completion_tokens only
+    only_max_tokens: bool | Collection[str] = False  # a server that knows only max_tokens
+
+
+def _applies(setting: bool | Collection[str], model: str) -> bool:
+    return setting if isinstance(setting, bool) else model in setting
+
+
+MAX_TOKENS_REFUSED = {
+    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead.",
+    "type": "invalid_request_error",
+    "param": "max_tokens",
+    "code": "unsupported_parameter",
+}
 
 
 def score_of(text: str) -> float:
@@ -85,6 +107,11 @@ class FakeOpenAIServer:
         """Replace the script: these actions for the next requests, then ``then`` for every later one."""
         with self._lock:
             self.behaviour.script, self.behaviour.then, self._script_pos = list(actions), then, 0
+
+    def record(self, record: dict) -> None:
+        """Keep a request that was answered without taking a scripted action."""
+        with self._lock:
+            self.requests.append(record)
 
     def next_action(self, record: dict) -> str:
         with self._lock:
@@ -162,7 +189,20 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._error(400, "body is not JSON", "invalid_request_error")
                 return
             auth = self.headers.get("Authorization", "")
-            action = server.next_action({"body": body, "authorization": auth, "time": time.monotonic()})
+            record = {"body": body, "authorization": auth, "time": time.monotonic()}
+            fields = body if isinstance(body, dict) else {}
+            model = str(fields.get("model", ""))
+            if "max_tokens" in fields and _applies(server.behaviour.refuse_max_tokens, model):
+                server.record(record)
+                return self._send(400, json.dumps({"error": MAX_TOKENS_REFUSED}).encode())
+            if "max_completion_tokens" in fields and _applies(server.behaviour.only_max_tokens, model):
+                server.record(record)
+                return self._error(
+                    400,
+                    "Unrecognized request argument supplied: max_completion_tokens",
+                    "invalid_request_error",
+                )
+            action = server.next_action(record)
             time.sleep(server.behaviour.latency)
             if action == "hang":
                 time.sleep(server.behaviour.hang_s)

@@ -6,7 +6,8 @@
     accelerate launch -m train.lora --config train/configs/bloomz-chat.yaml --deepspeed train/configs/zero2.json
 
 Writes to ``output_dir``: ``adapter/`` (safetensors + vichat.json naming base and template, so the registry
-loads it by folder alone), ``checkpoints`` (checkpoint-N/), ``validation.jsonl`` (the held-out split),
+loads it by folder alone; adapter_config.json naming the base's hub id; a model card README.md from
+``train.card``), ``checkpoints`` (checkpoint-N/), ``validation.jsonl`` (the held-out split),
 ``loss.jsonl`` and ``loss.png``, ``report.md`` (Table II layout) and ``metrics.json``.
 
 Nothing is lost to a crash or a mistake: every file written here is written atomically (the adapter folder
@@ -33,6 +34,8 @@ import torch
 from transformers import set_seed
 
 from train import padding_free
+from train.card import ADAPTER_CONFIG as CONFIG_FILE
+from train.card import CARD, recorded_base, write_card
 from train.config import DataArguments, ModelArguments, PresetError, accumulation, parse, world_size
 from train.dataset import IGNORE, PadToLongest, encode_all, load_records, split
 from train.report import loss_plot, table_ii
@@ -165,12 +168,19 @@ def load_data(data_args: DataArguments, seed: int) -> tuple[list[dict], list[dic
     return train_records, val_records
 
 
-def save_adapter(model, adapter_dir: Path, meta: dict) -> None:
-    """Weights and vichat.json into a temp folder, then renamed: the adapter folder is whole or absent."""
+def save_adapter(model, adapter_dir: Path, meta: dict, base_model: str) -> None:
+    """Weights and vichat.json into a temp folder, then renamed: the adapter folder is whole or absent.
+
+    ``base_model`` (the base's hub id, else the base as named) goes into adapter_config.json in place of the
+    folder the weights were loaded from (a cache path on this machine, which breaks every tool that reads it).
+    """
     tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
     old = adapter_dir.with_name(f".{adapter_dir.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
+    config = json.loads((tmp / CONFIG_FILE).read_text(encoding="utf-8"))
+    atomic_write_json(tmp / CONFIG_FILE, {**config, "base_model_name_or_path": base_model}, indent=2)
+    (tmp / CARD).unlink(missing_ok=True)  # PEFT's stub names the cache path; train.card writes the card
     atomic_write_json(tmp / ADAPTER_META, meta, indent=1)
     shutil.rmtree(old, ignore_errors=True)
     if adapter_dir.exists():
@@ -245,6 +255,7 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         training.ddp_backend = training.ddp_backend or "gloo"
         training.use_cpu = True
     spec = resolve_base(model_args)
+    base_model = recorded_base(spec.key, spec.source, model_args.models_file)  # checked before training
     set_seed(training.seed)  # LoRA's initial weights come from the seed too: a run is reproducible
     model, tokenizer, targets = prepare_model(spec, model_args, device)
     if tokenizer.pad_token_id is None:
@@ -343,7 +354,7 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         "target_modules": targets,
         "train_files": data_args.train_files,
     }
-    save_adapter(model, adapter_dir, meta)
+    save_adapter(model, adapter_dir, meta, base_model)
     probe = PadToLongest(tokenizer.pad_token_id)([val_set[0] if val_set else train_set[0]])
     if not adapter_changes_output(model, probe):
         raise ViChatError(
@@ -374,6 +385,10 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
             "effective_batch": data_args.total_batch_size,
             "gradient_accumulation_steps": training.gradient_accumulation_steps,
             "world_size": world_size,
+            "per_device_train_batch_size": micro,
+            "learning_rate": training.learning_rate,
+            "num_train_epochs": training.num_train_epochs,
+            "max_length": data_args.max_length,
         }
     )
     atomic_write_json(out / "metrics.json", metrics, indent=1)
@@ -389,7 +404,11 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         f"{metrics.get('eval_loss', float('nan')):.4f}; {metrics['train_tokens_per_s']:.0f} tokens/s\n\n"
         "![loss](loss.png)\n",
     )
-    print(f"adapter written to {adapter_dir}; report {out / 'report.md'}", file=sys.stderr)
+    try:  # from the files just written; the run's results are saved whatever happens here
+        write_card(adapter_dir, out, model_args.models_file)
+    except ViChatError as e:
+        print(f"note: no model card written ({e}); fix that, then: python -m train.card {adapter_dir}", file=sys.stderr)
+    print(f"adapter written to {adapter_dir} (card {CARD}); report {out / 'report.md'}", file=sys.stderr)
     return metrics
 
 

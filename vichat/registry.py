@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "openai")
 TOP_KEYS = ("bases", "variants")
-BASE_KEYS = ("source", "load_in_8bit", "description")
+BASE_KEYS = ("source", "load_in_8bit", "description", "hub_id")  # hub_id: read by train.card
 VARIANT_KEYS = ("name", "base", "template", "adapter", "backend", "description", "endpoint", "fast")
 ENDPOINT_KEYS = ("base_url", "model", "api_key_env", "timeout_s")
 MAX_FILE_BYTES = 2 * 2**20  # a variant file is a few kB; anything this big is the wrong file

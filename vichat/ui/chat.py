@@ -26,6 +26,7 @@ from vichat.ui.common import (
     variant_choices,
 )
 from vichat.ui.public import Guard
+from vichat.ui.spaces import GPU_SECONDS, gpu
 
 EXAMPLES_CHAT = [
     "Hãy giới thiệu ngắn gọn về vịnh Hạ Long.",
@@ -87,6 +88,7 @@ class ChatHandlers:
 
     def __init__(self, registry: Registry, cancellations: Cancellations, guard: Guard | None = None) -> None:
         self.registry, self.cancellations, self.guard = registry, cancellations, guard or Guard()
+        self.respond = gpu(self.respond, GPU_SECONDS["chat"])  # ZeroGPU: a GPU while it generates
 
     def validate(self, text, history, name, *values):
         return [

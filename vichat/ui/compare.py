@@ -32,6 +32,7 @@ from vichat.ui.common import (
     variant_choices,
 )
 from vichat.ui.public import Guard
+from vichat.ui.spaces import GPU_SECONDS, gpu
 
 HOW = (
     "Both answers use the same seed and settings. They stream **one after the other** (A, then B): "
@@ -61,6 +62,7 @@ class CompareHandlers:
 
     def __init__(self, registry: Registry, cancellations: Cancellations, guard: Guard | None = None) -> None:
         self.registry, self.cancellations, self.guard = registry, cancellations, guard or Guard()
+        self.compare = gpu(self.compare, GPU_SECONDS["compare"])  # ZeroGPU: a GPU for both answers
 
     def validate(self, text, a, b, *values):
         return [
