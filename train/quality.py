@@ -56,13 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--seed", type=arg("--seed", minimum=0, maximum=2**32 - 1, integer=True), default=0)
     p.add_argument("--out", default=None, help="JSON file for the figures")
+    p.add_argument("--models", default=None, help="variants file (default assets/models.yaml)")
     args = p.parse_args(argv)
     if args.out:
         refuse_overwriting_inputs([args.out], [args.data], "--out")
     records = load_records([args.data])  # bad lines: file:line, before any model loads
     if not records:
         raise DataError(f"{args.data} holds no records: give the held-out prompt/response JSONL of a run")
-    registry = Registry.from_yaml(progress=lambda m: print(m, file=sys.stderr))
+    registry = Registry.from_yaml(
+        *([args.models] if args.models else []), progress=lambda m: print(m, file=sys.stderr)
+    )
     prompts = [r["prompt"] for r in records]
     refs = [r["response"] for r in records]
     nll_base = registry.nll(args.base, prompts, refs)
