@@ -179,3 +179,20 @@ def tiny_registry(tiny_models_yaml):
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def fake_server():
+    """``fake_server(latency_s=..., script=[...], ...)``: a stand-in translator on 127.0.0.1, stopped after the test."""
+    from train.fake_translate_server import FakeTranslateServer, ServerSettings
+
+    started: list = []
+
+    def start(**settings):
+        server = FakeTranslateServer(ServerSettings(**settings)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

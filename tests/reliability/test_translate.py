@@ -6,7 +6,6 @@ and the input folder is left exactly as it was."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,10 @@ from train.fake_translate_server import (
     REDIRECT_LOOP,
     TRUNCATE,
     FakeTranslateServer,
-    ServerSettings,
 )
 
 MODULE = "train.translate"
 RECORDS = [{"id": f"r{i}", "prompt": f"Question {i}", "response": f"Answer {i}."} for i in range(3)]
-
-
-@pytest.fixture
-def stand_in() -> Iterator[Callable[..., FakeTranslateServer]]:
-    started: list[FakeTranslateServer] = []
-
-    def start(**settings: Any) -> FakeTranslateServer:
-        server = FakeTranslateServer(ServerSettings(**settings)).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
@@ -67,8 +51,8 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", sorted(BAD_JSONL))
-def test_corpus_file_fails_cleanly_and_is_left_alone(tmp_path, stand_in, unchanged, name):
-    server = stand_in()
+def test_corpus_file_fails_cleanly_and_is_left_alone(tmp_path, fake_server, unchanged, name):
+    server = fake_server()
     inputs = tmp_path / "in"
     source = write_corpus(inputs, [name])[name]
     out = tmp_path / "out" / "out.jsonl"
@@ -96,9 +80,9 @@ ZERO_IS_FINE = {"--retries", "--backoff", "--backoff-max"}
     ("flag", "value"),
     [(flag, value) for flag in NUMBER_FLAGS for value in BAD_NUMBERS if not (value == "0" and flag in ZERO_IS_FINE)],
 )
-def test_bad_number_is_refused_before_any_request(folders, stand_in, unchanged, flag, value):
+def test_bad_number_is_refused_before_any_request(folders, fake_server, unchanged, flag, value):
     inputs, out = folders
-    server = stand_in()
+    server = fake_server()
     args = argv(inputs / "in.jsonl", out / "out.jsonl", server)
     if flag == "--retries":  # --retries and --max-attempts are alternatives
         index = args.index("--max-attempts")
@@ -137,9 +121,9 @@ def test_bad_number_through_python_dash_m(folders):
         (["--translator", "deepl"], "--translator"),
     ],
 )
-def test_bad_setting_is_refused_before_any_request(folders, stand_in, unchanged, extra, contains):
+def test_bad_setting_is_refused_before_any_request(folders, fake_server, unchanged, extra, contains):
     inputs, out = folders
-    server = stand_in()
+    server = fake_server()
     records = [{**r, "id": i} for i, r in enumerate(RECORDS)]  # an "id" with no text, for the --fields case
     (inputs / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     args = argv(inputs / "in.jsonl", out / "out.jsonl", server)
@@ -155,9 +139,9 @@ def test_bad_setting_is_refused_before_any_request(folders, stand_in, unchanged,
 
 @pytest.mark.parametrize("which", ["out_is_in", "failures_is_in", "failures_is_out", "failures_is_a_user_file",
                                    "out_is_a_folder", "out_folder_is_a_file", "missing_input"])
-def test_bad_path_is_refused_and_nothing_is_touched(folders, stand_in, unchanged, which):
+def test_bad_path_is_refused_and_nothing_is_touched(folders, fake_server, unchanged, which):
     inputs, out = folders
-    server = stand_in()
+    server = fake_server()
     source = inputs / "in.jsonl"
     (inputs / "notes.txt").write_text("a user's notes\n")
     (inputs / "a_file").write_text("not a folder\n")
@@ -190,12 +174,12 @@ GARBAGE_ANSWERS = [GARBAGE, TRUNCATE, NO_ELEMENT, EMPTY, REDIRECT_LOOP, HANG, 50
 
 
 @pytest.mark.parametrize("answer", GARBAGE_ANSWERS, ids=str)
-def test_garbage_for_one_record_is_a_clean_partial_success(folders, stand_in, unchanged, answer):
+def test_garbage_for_one_record_is_a_clean_partial_success(folders, fake_server, unchanged, answer):
     inputs, out = folders
     data = [dict(r) for r in RECORDS]
     data[1]["response"] = "Answer 1 POISON"
     (inputs / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data), encoding="utf-8")
-    server = stand_in(fail_when={"POISON": answer}, hang_s=1.0, retry_after_s=0)
+    server = fake_server(fail_when={"POISON": answer}, hang_s=1.0, retry_after_s=0)
 
     with unchanged(inputs):
         outcome = invoke(MODULE, argv(inputs / "in.jsonl", out / "out.jsonl", server, "--timeout", "0.3"))
@@ -209,13 +193,13 @@ def test_garbage_for_one_record_is_a_clean_partial_success(folders, stand_in, un
 
 @pytest.mark.parametrize("answer", GARBAGE_ANSWERS, ids=str)
 def test_garbage_for_every_record_fails_cleanly_and_keeps_an_earlier_output(
-    folders, stand_in, unchanged, answer
+    folders, fake_server, unchanged, answer
 ):
     inputs, out = folders
     out.mkdir()
     earlier = out / "out.jsonl"
     earlier.write_text('{"prompt": "an earlier run", "response": "kept"}\n')
-    server = stand_in(fail_when={"": answer}, hang_s=1.0, retry_after_s=0)  # "" is in every text
+    server = fake_server(fail_when={"": answer}, hang_s=1.0, retry_after_s=0)  # "" is in every text
 
     with unchanged(inputs, earlier):
         outcome = invoke(MODULE, argv(inputs / "in.jsonl", earlier, server, "--timeout", "0.3"))

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from train.fake_translate_server import FakeTranslateServer, ServerSettings
+from train.fake_translate_server import FakeTranslateServer
 from train.translate import TranslateSettings
-
-
-@pytest.fixture
-def fake_server() -> Iterator[Callable[..., FakeTranslateServer]]:
-    """``fake_server(latency_s=..., script=[...], ...)`` starts a server on 127.0.0.1, stopped after the test."""
-    started: list[FakeTranslateServer] = []
-
-    def start(**settings: Any) -> FakeTranslateServer:
-        server = FakeTranslateServer(ServerSettings(**settings)).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
