@@ -54,7 +54,7 @@ def test_chat_streams_a_vietnamese_reply(page):
 
 def test_empty_prompt_shows_a_message_not_a_traceback(page):
     page.click("#chat-send")
-    page.wait_for_selector("text=the prompt is empty", timeout=30_000)
+    page.wait_for_selector("text=the prompt is empty", timeout=120_000)  # behind a queued generation on a loaded machine
     assert "Traceback" not in page.content()
 
 
