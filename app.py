@@ -1,7 +1,7 @@
 """ViChat: chat with Vietnamese chatbots built from open LLMs (arXiv 2309.04646, reproduced).
 
 python app.py [--models assets/models.yaml] [--host 127.0.0.1] [--port 7860] [--runs runs]
-              [--concurrency 1] [--queue-size 32] [--train-config FILE ...] [--public]
+              [--concurrency N] [--queue-size 16] [--train-config FILE ...] [--public]
 
 Public mode (on a Hugging Face Space, where SPACE_ID is set, or with --public) limits what a visitor may do:
 see vichat/ui/public.py.
@@ -74,13 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--concurrency",
         type=arg("--concurrency", minimum=1, maximum=64, integer=True),
-        default=1,
-        help="generations at once per app (memory-bound)",
+        default=None,
+        help="generations at once (default: the fast engine's batch, 8, fewer where memory is short)",
     )
     p.add_argument(
         "--queue-size",
         type=arg("--queue-size", minimum=1, maximum=10_000, integer=True),
-        default=32,
+        default=16,
         help="waiting requests before 'queue is full'",
     )
     p.add_argument("--train-config", action="append", default=[], help="extra training preset (repeatable)")
@@ -92,10 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     guard = Guard(Policy.from_env(public=args.public))
     registry = Registry.from_yaml(args.models)
+    if args.concurrency is not None:
+        registry.max_batch = args.concurrency  # the batch bound and the app's generate limit alike
     prefetch_hub_bases(registry)  # on a Hugging Face Space with a GPU: fetch the paper's bases
     runs = Path(args.runs)
     demo = build_app(registry, runs, [Path(c) for c in args.train_config], guard)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
+    demo.queue(default_concurrency_limit=registry.max_batch, max_size=args.queue_size)
     demo.launch(
         server_name=args.host,
         server_port=args.port,

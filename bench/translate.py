@@ -58,7 +58,9 @@ def timed_run(
     stats = translate_file(source, out, settings)
     elapsed = time.perf_counter() - start
     if stats.failed:
-        raise RuntimeError(f"{stats.failed} records failed during the benchmark (a bug: the stand-in never fails)")
+        raise RuntimeError(
+            f"{stats.failed} records failed during the benchmark (a bug: the stand-in never fails)"
+        )
     return elapsed, server.request_count
 
 
@@ -97,11 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--texts", type=arg("--texts", minimum=2, maximum=1_000_000, integer=True), default=defaults.texts
     )
     parser.add_argument(
-        "--latency", type=arg("--latency", minimum=0, maximum=60), default=defaults.latency,
+        "--latency",
+        type=arg("--latency", minimum=0, maximum=60),
+        default=defaults.latency,
         help="seconds per request",
     )
     parser.add_argument(
-        "--concurrency", type=arg("--concurrency", minimum=1, maximum=256, integer=True),
+        "--concurrency",
+        type=arg("--concurrency", minimum=1, maximum=256, integer=True),
         default=defaults.concurrency,
     )
     args = BenchArgs(**vars(parser.parse_args(argv)))

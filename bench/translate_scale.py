@@ -66,10 +66,14 @@ def translate_cmd(source: Path, out: Path, cache: Path, url: str, concurrency: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.translate_scale", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.translate_scale", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--from", dest="sources", nargs="+", required=True, metavar="JSONL")
     parser.add_argument("--latency", type=arg("--latency", minimum=0, maximum=5), default=0.005)
-    parser.add_argument("--concurrency", type=arg("--concurrency", minimum=1, maximum=64, integer=True), default=8)
+    parser.add_argument(
+        "--concurrency", type=arg("--concurrency", minimum=1, maximum=64, integer=True), default=8
+    )
     parser.add_argument("--kill-at", type=arg("--kill-at", above=0, below=1), default=0.5)
     args = parser.parse_args(argv)
 
@@ -81,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     source, out, cache = work / "in.jsonl", work / "out.jsonl", work / "cache"
     with source.open("w", encoding="utf-8") as fh:
         for r in records:
-            fh.write(json.dumps({k: r[k] for k in ("id", "prompt", "response") if k in r}, ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps({k: r[k] for k in ("id", "prompt", "response") if k in r}, ensure_ascii=False)
+                + "\n"
+            )
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with FakeTranslateServer(ServerSettings(latency_s=args.latency)) as server:

@@ -38,7 +38,9 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+def atomic_writer(
+    path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[IO]:
     """A handle on a temp file beside ``path``; on a clean exit it is fsynced and renamed onto ``path``.
 
     On an exception the temp file is removed and ``path`` is left exactly as it was.
@@ -99,9 +101,7 @@ def refuse_overwriting_inputs(
     for out in map(Path, outputs):
         for src in ins:
             if out.resolve() == src.resolve() or _same(out, src):
-                raise ViChatError(
-                    f"{flag} {out} would overwrite the input {src}; choose another output path"
-                )
+                raise ViChatError(f"{flag} {out} would overwrite the input {src}; choose another output path")
 
 
 class OutputLock:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,7 +29,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from vichat import checks, fast, generation
+from vichat.backends import Decoder, FastDecoder, ReferenceDecoder, RemoteDecoder, Request, interleave
 from vichat.errors import UnknownVariantError, VariantUnavailableError, ViChatError
+from vichat.fast.scheduler import MAX_BATCH, Scheduler, plan_batch
 from vichat.generation import GenerationSettings, GenerationStats
 from vichat.loading import (
     Availability,
@@ -312,6 +314,9 @@ class Registry:
     _loaded: dict[str, LoadedBase] = field(default_factory=dict, repr=False)
     _load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _fast_notes: dict[str, str] = field(default_factory=dict, repr=False)  # variant -> why not fast
+    max_batch: int = MAX_BATCH  # rows per fast batch (fewer where memory is short: plan_batch)
+    _schedulers: dict[str, Scheduler] = field(default_factory=dict, repr=False)
+    _decoders: dict[tuple, Decoder] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------------ construction
 
@@ -399,7 +404,7 @@ class Registry:
         if self.variant(name).fast == "off":
             return None
         try:
-            return fast.engine_for(base, adapter)
+            return fast.engine_for(base, adapter, batch=self.max_batch)
         except fast.FastUnsupported as e:
             if self._fast_notes.get(name) != str(e):
                 self._fast_notes[name] = str(e)
@@ -410,10 +415,38 @@ class Registry:
         """Why ``name`` last fell back from the fast path ('' if it did not, or has not run yet)."""
         return self._fast_notes.get(name, "")
 
-    def _remote(self, v: Variant):
-        from vichat.remote import RemoteBackend
+    def scheduler(self, base: LoadedBase) -> Scheduler:
+        """The continuous-batching scheduler of ``base``'s fast engine (one per base and engine)."""
+        with self._load_lock:
+            sched = self._schedulers.get(base.spec.key)
+            if sched is None or sched.engine is not base.fast:
+                sched = Scheduler(base.fast, plan_batch(base.fast, wanted=self.max_batch))
+                self._schedulers[base.spec.key] = sched
+            return sched
 
-        return RemoteBackend(v.endpoint)
+    # -------------------------------------------------------------------------------------- decoders
+
+    def decoder(self, name: str) -> Decoder:
+        """The decoder serving ``name``, chosen from its configuration by :data:`DECODERS`."""
+        v = self.variant(name)
+        return DECODERS[v.backend, v.fast if v.backend == "local" else "auto"](self, v)
+
+    def request(
+        self,
+        name: str,
+        instruction: str,
+        settings: GenerationSettings | None = None,
+        cancel: threading.Event | None = None,
+        stats: GenerationStats | None = None,
+    ) -> tuple[Decoder, Request]:
+        """The decoder of ``name`` and the request for one instruction (the template applied here)."""
+        template = self.template(name)
+        settings = settings or GenerationSettings()
+        adapter = self.prepare(name)[1] if self.variant(name).backend == "local" else None
+        request = Request(template.build(instruction), settings, tuple(template.stop), adapter, cancel)
+        if stats is not None:
+            request.stats = stats
+        return self.decoder(name), request
 
     # ------------------------------------------------------------------------------------- generation
 
@@ -425,25 +458,42 @@ class Registry:
         cancel: threading.Event | None = None,
         stats: GenerationStats | None = None,
     ) -> Iterator[str]:
-        """The variant's reply to one instruction, piece by piece (the template is applied here)."""
-        settings = settings or GenerationSettings()
-        v = self.variant(name)
-        template = get_template(v.template)
-        prompt = template.build(instruction)
-        if v.backend == "openai":
-            yield from self._remote(v).stream(prompt, settings, template.stop, cancel, stats)
+        """The variant's reply to one instruction, piece by piece."""
+        decoder, request = self.request(name, instruction, settings, cancel, stats)
+        for _, piece in decoder.stream([request]):
+            yield piece
+
+    def stream_together(
+        self,
+        items: Sequence[tuple[str, str]],
+        settings: GenerationSettings | None = None,
+        cancels: Sequence[threading.Event | None] | None = None,
+        stats: Sequence[GenerationStats] | None = None,
+    ) -> Iterator[tuple[int, str]]:
+        """Several (variant, instruction) replies at once, as ``(index, piece)``.
+
+        Variants on the same fast base decode in one batch (Compare's two answers grow side by side);
+        requests for different decoders run concurrently, each on its own.
+        """
+        groups: dict[int, tuple[Decoder, list[int], list[Request]]] = {}
+        for i, (name, instruction) in enumerate(items):
+            cancel = cancels[i] if cancels else None
+            decoder, request = self.request(name, instruction, settings, cancel, stats[i] if stats else None)
+            groups.setdefault(id(decoder), (decoder, [], []))
+            groups[id(decoder)][1].append(i)
+            groups[id(decoder)][2].append(request)
+        parts = list(groups.values())
+        if len(parts) == 1:
+            decoder, index, requests = parts[0]
+            for j, piece in decoder.stream(requests):
+                yield index[j], piece
             return
-        base, adapter = self.prepare(name)
-        engine = self.fast_engine(name, base, adapter)
-        with base.use(adapter) as model:
-            if engine is not None:
-                yield from fast.stream(
-                    engine, model, adapter, base.tokenizer, prompt, settings, template.stop, cancel, stats
-                )
-            else:
-                yield from generation.stream(
-                    model, base.tokenizer, prompt, settings, template.stop, cancel, stats
-                )
+
+        def part(decoder, index, requests):
+            return ((index[j], piece) for j, piece in decoder.stream(requests))
+
+        for _, (i, piece) in interleave([lambda p=p: part(*p) for p in parts]):
+            yield i, piece
 
     def generate(self, name: str, instruction: str, settings: GenerationSettings | None = None) -> str:
         return "".join(self.stream(name, instruction, settings)).strip()
@@ -451,22 +501,11 @@ class Registry:
     def generate_batch(
         self, name: str, instructions: list[str], settings: GenerationSettings | None = None
     ) -> list[str]:
-        settings = settings or GenerationSettings()
-        v = self.variant(name)
-        template = get_template(v.template)
-        prompts = [template.build(i) for i in instructions]
-        if v.backend == "openai":
-            remote = self._remote(v)
-            return [remote.complete(p, settings, template.stop) for p in prompts]
-        base, adapter = self.prepare(name)
-        engine = self.fast_engine(name, base, adapter)
-        with base.use(adapter) as model:
-            if engine is not None:  # one sequence at a time: on CPU this beats a padded batch in float32
-                return [
-                    fast.generate(engine, model, adapter, base.tokenizer, p, settings, template.stop)
-                    for p in prompts
-                ]
-            return generation.generate_batch(model, base.tokenizer, prompts, settings, template.stop)
+        """Replies to several instructions; on the fast path they decode as one batch."""
+        if not instructions:
+            return []
+        pairs = [self.request(name, i, settings) for i in instructions]
+        return pairs[0][0].generate_batch([r for _, r in pairs])
 
     def nll(self, name: str, instructions: list[str], references: list[str]) -> list[float]:
         """Mean per-token negative log-likelihood of each reference response under the variant.
@@ -478,3 +517,39 @@ class Registry:
         prompts = [template.build(i) for i in instructions]
         with base.use(adapter) as model:
             return generation.response_nll(model, base.tokenizer, prompts, references)
+
+
+# ------------------------------------------------------------------------------ decoders by configuration
+
+
+def _cached(reg: Registry, key: tuple, make) -> Decoder:
+    with reg._load_lock:
+        if key not in reg._decoders:
+            reg._decoders[key] = make()
+        return reg._decoders[key]
+
+
+def _reference(reg: Registry, v: Variant) -> Decoder:
+    base = reg.loaded_base(v.base)
+    return _cached(reg, ("reference", v.base, id(base)), lambda: ReferenceDecoder(base))
+
+
+def _fast_or_reference(reg: Registry, v: Variant) -> Decoder:
+    """The base's batched fast decoder where it applies to this variant; the reference otherwise."""
+    base, adapter = reg.prepare(v.name)
+    if reg.fast_engine(v.name, base, adapter) is None:
+        return _reference(reg, v)
+    sched = reg.scheduler(base)
+    return _cached(reg, ("fast", v.base, id(sched)), lambda: FastDecoder(base, sched))
+
+
+def _remote(reg: Registry, v: Variant) -> Decoder:
+    return _cached(reg, ("remote", v.name, v.endpoint), lambda: RemoteDecoder(v.endpoint))
+
+
+# (backend, fast mode) -> the decoder factory; a remote variant's fast mode is irrelevant
+DECODERS = {
+    ("local", "auto"): _fast_or_reference,
+    ("local", "off"): _reference,
+    ("openai", "auto"): _remote,
+}

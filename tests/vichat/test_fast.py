@@ -140,7 +140,7 @@ def test_engine_weights_are_int8_and_the_embedding_is_shared(gemma_tiny):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(gemma_tiny["base"]).eval()
-    engine = GemmaFast.from_model(model)
+    engine = GemmaFast.from_model(model, "int8")
     assert engine.precision == "int8"
     assert engine.layers[0].qkv.qweight.dtype == torch.int8
     assert engine.embed.data_ptr() == model.model.embed_tokens.weight.data_ptr()
@@ -162,11 +162,17 @@ def test_fast_greedy_tokens_equal_the_reference(tiny_reg, name):
     assert tiny_reg.loaded_base("g").fast is not None and not tiny_reg.fast_note(name)
 
 
-def test_default_path_is_fast_int8_and_fills_stats(tiny_reg):
+def test_default_path_is_fast_with_timed_kernels_and_fills_stats(tiny_reg):
     stats = GenerationStats()
     pieces = list(tiny_reg.stream("g-chat", PROMPTS[0], GREEDY, stats=stats))
     base = tiny_reg.loaded_base("g")
-    assert isinstance(base.fast, GemmaFast) and base.fast.precision == "int8"
+    assert isinstance(base.fast, GemmaFast) and base.fast.precision.startswith("auto: ")
+    kernels = base.fast.kernels
+    assert set(kernels.chosen) == {*GROUPS, "head"} and set(kernels.chosen.values()) <= set(fast.PRECISIONS)
+    for group, fmt in kernels.chosen.items():  # the fastest per token of what was timed
+        assert kernels.per_token(group, fmt) == min(kernels.per_token(group, f) for f in kernels.times[group])
+        assert type(getattr(base.fast.layers[0], group, base.fast.head)).__name__.lower().startswith(fmt)
+    assert any("**" in line for line in kernels.table()[2:])
     assert pieces and "".join(pieces).strip() == tiny_reg.generate("g-chat", PROMPTS[0], GREEDY)
     assert (
         stats.new_tokens > 1 and stats.first_token_s is not None and 0 < stats.first_token_s < stats.total_s
@@ -232,24 +238,24 @@ def test_cancel_and_close_stop_fast_generation_and_release_the_lock(tiny_reg):
     stats = GenerationStats()
     it = tiny_reg.stream("g-chat", PROMPTS[1], long, stats=stats)
     next(it)
-    assert tiny_reg.loaded_base("g").lock.locked()
+    sched = tiny_reg.scheduler(tiny_reg.loaded_base("g"))
+    assert sched.busy() == 1 and not tiny_reg.loaded_base("g").lock.locked()  # decoding holds no lock
     it.close()
-    assert not tiny_reg.loaded_base("g").lock.locked() and stats.new_tokens < 200
+    _wait_until(lambda: sched.busy() == 0)
+    assert stats.new_tokens < 200 and stats.stopped_by == "cancelled"
 
 
 def test_stop_marker_is_cut_on_the_fast_path(tiny_reg):
-    from vichat.fast.decode import stream
+    from vichat.backends import Request, join
 
-    base, adapter = tiny_reg.prepare("g-chat")
-    engine = fast.engine_for(base, adapter)
-    with base.use(adapter) as model:
-        full = "".join(stream(engine, model, adapter, base.tokenizer, PROMPTS[0], GREEDY)).strip()
-        assert len(full) > 8
-        marker = full[4:7]
-        stats = GenerationStats()
-        got = "".join(
-            stream(engine, model, adapter, base.tokenizer, PROMPTS[0], GREEDY, (marker,), None, stats)
-        )
+    decoder, request = tiny_reg.request("g-chat", PROMPTS[0], GREEDY)
+    assert decoder.kind == "fast"
+    full = join(decoder, [request])[0]
+    assert len(full) > 8
+    marker = full[4:7]
+    stats = GenerationStats()
+    stopped = Request(request.prompt, GREEDY, (marker,), request.adapter, stats=stats)
+    got = "".join(piece for _, piece in decoder.stream([stopped]))
     assert marker not in got and full.startswith(got.strip()) and stats.stopped_by == "stop"
 
 
@@ -267,6 +273,16 @@ def test_concurrent_fast_variants_never_mix_adapters(tiny_reg):
     for t in threads:
         t.join()
     assert [results[i] for i in range(len(names))] == [sequential[n] for n in names]
+
+
+def _wait_until(condition, timeout: float = 60.0) -> None:
+    """Wait for a state (never for a moment): poll until ``condition()`` holds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the state was not reached"
+        time.sleep(0.01)
 
 
 def _simulate(choice, step_seconds: dict[int, float], steps: int) -> list[int]:

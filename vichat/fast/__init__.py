@@ -1,4 +1,4 @@
-"""Fast CPU decoding for local variants: a lean forward pass over int8 copies of the base's matrices.
+"""Fast CPU decoding for local variants: a lean, batched forward pass over int8/bf16/fp32 copies of the weights.
 
 The default for local variants on CPU (``fast: auto`` in assets/models.yaml; ``fast: off`` keeps the
 reference path, transformers ``generate`` in float32). One engine per loaded base serves the bare base and
@@ -15,12 +15,11 @@ same GGUF does. Greedy decoding picks the reference's token wherever its top two
 
 from __future__ import annotations
 
-from vichat.fast.decode import generate, stream
 from vichat.fast.gemma import FastUnsupported, GemmaFast, inner_model, unsupported_reason
 from vichat.fast.linear import PRECISIONS, kernels_missing
 
 FAST_MODES = ("auto", "off")
-DEFAULT_PRECISION = "int8"
+DEFAULT_PRECISION = "auto"  # time int8, bf16 and fp32 per matrix shape at start (vichat.fast.kernels)
 
 __all__ = [
     "DEFAULT_PRECISION",
@@ -29,8 +28,6 @@ __all__ = [
     "FastUnsupported",
     "GemmaFast",
     "engine_for",
-    "generate",
-    "stream",
     "why_not",
 ]
 
@@ -42,13 +39,15 @@ def why_not(base) -> str:
     return unsupported_reason(inner_model(base.model).config) or kernels_missing()
 
 
-def engine_for(base, adapter: str | None = None, precision: str = DEFAULT_PRECISION) -> GemmaFast:
+def engine_for(
+    base, adapter: str | None = None, precision: str = DEFAULT_PRECISION, batch: int = 8
+) -> GemmaFast:
     """The fast engine of ``base`` (built once, on first use) ready for ``adapter``; raises FastUnsupported."""
     with base.lock:
         if base.fast is None:
             reason = why_not(base)
             if reason:
                 raise FastUnsupported(reason)
-            base.fast = GemmaFast.from_model(base.model, precision)
+            base.fast = GemmaFast.from_model(base.model, precision, batch)
         base.fast.lora_pack(base.model, adapter)  # refuses an adapter it cannot apply now, not mid-stream
         return base.fast

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from vichat.fast.kernels import KernelChoice, choose_kernels
 from vichat.fast.linear import Linear, make_linear
 from vichat.fast.threads import ThreadChoice
 
@@ -92,6 +93,52 @@ class Cache:
         return self.keys.shape[2]
 
 
+@dataclass
+class KVPool:
+    """The KV cache of a batch: one slot per sequence, rows 0..B-1 of a decode step are slots 0..B-1.
+
+    Allocated once with ``torch.empty`` (the pages are only backed by memory as they are written). Positions
+    past a sequence's length are read by a batched step (masked to weight 0), so they must hold finite
+    numbers: ``touched[s]`` says how far slot ``s`` was ever written or zeroed, and a step zeroes the rest
+    of what it reads first.
+    """
+
+    keys: torch.Tensor  # (layers, slots, kv_heads, capacity, head_dim)
+    values: torch.Tensor
+    cos: dict[bool, torch.Tensor]
+    sin: dict[bool, torch.Tensor]
+    touched: list[int]
+
+    @property
+    def slots(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    @property
+    def bytes_per_slot(self) -> int:
+        return 2 * self.keys[:, 0].numel() * self.keys.element_size()
+
+    def slot_cache(self, slot: int) -> Cache:
+        """Slot ``slot`` as a single-sequence cache (a view: a prompt pass writes into the pool)."""
+        return Cache(self.keys[:, slot], self.values[:, slot], self.cos, self.sin)
+
+    def ensure_finite(self, rows: int, end: int) -> None:
+        for s in range(rows):
+            if self.touched[s] < end:
+                self.keys[:, s, :, self.touched[s] : end] = 0
+                self.values[:, s, :, self.touched[s] : end] = 0
+                self.touched[s] = end
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of slot ``src`` to slot ``dst`` (to keep rows contiguous)."""
+        self.keys[:, dst, :, :length] = self.keys[:, src, :, :length]
+        self.values[:, dst, :, :length] = self.values[:, src, :, :length]
+        self.touched[dst] = max(self.touched[dst], length)
+
+
 # An adapter ready for the forward pass: (layer, group) -> (A stacked, B block-diagonal with the scale folded in)
 LoraPack = dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
 
@@ -109,26 +156,38 @@ class GemmaFast:
     head: Linear
     packs: dict[str, LoraPack] = field(default_factory=dict)
     threads: ThreadChoice = field(default_factory=ThreadChoice)
+    kernels: KernelChoice | None = None  # what "auto" timed and chose (None: one precision as asked)
 
     # ------------------------------------------------------------------------------------ building
 
     @classmethod
-    def from_model(cls, model, precision: str = "int8") -> GemmaFast:
+    def from_model(cls, model, precision: str = "int8", batch: int = 8) -> GemmaFast:
+        """The engine over ``model``'s weights. ``precision`` "auto" times int8, bf16 and fp32 on this
+        machine for each matrix shape (at batch 1 and ``batch``) and keeps the fastest per shape."""
         hf = inner_model(model)
         cfg = hf.config
         reason = unsupported_reason(cfg)
         if reason:
             raise FastUnsupported(reason)
-        layers = [_layer(block, cfg, i, precision) for i, block in enumerate(hf.model.layers)]
+        blocks = hf.model.layers
+        kernels = None
+        if precision == "auto":
+            kernels = choose_kernels(_group_weights(blocks[0]) | {"head": hf.lm_head.weight}, batch)
+            formats = kernels.chosen
+        else:
+            formats = dict.fromkeys([*GROUPS, "head"], precision)
+        layers = [_layer(block, cfg, i, formats) for i, block in enumerate(blocks)]
         embed = hf.model.embed_tokens.weight.detach()
         return cls(
             config=cfg,
-            precision=precision,
+            precision=kernels.summary() if kernels else precision,
             embed=embed,
             embed_scale=float(hf.model.embed_tokens.embed_scale),
             layers=layers,
             final_norm=_one_plus(hf.model.norm),
-            head=make_linear(hf.lm_head.weight, precision),
+            head=(kernels.built.get("head") if kernels else None)
+            or make_linear(hf.lm_head.weight, formats["head"]),
+            kernels=kernels,
         )
 
     @property
@@ -145,6 +204,20 @@ class GemmaFast:
             kind = "sliding_attention" if sliding else "full_attention"
             cos[sliding], sin[sliding] = _rope_tables(cfg.rope_parameters[kind]["rope_theta"], cfg, max_len)
         return Cache(torch.empty(shape), torch.empty(shape), cos, sin)  # only written slots are read
+
+    def new_pool(self, slots: int, capacity: int) -> KVPool:
+        """A KV pool for ``slots`` sequences of up to ``capacity`` tokens each (see :class:`KVPool`)."""
+        cfg = self.config
+        shape = (len(self.layers), slots, cfg.num_key_value_heads, capacity, cfg.head_dim)
+        cos, sin = {}, {}
+        for sliding in (False, True):
+            kind = "sliding_attention" if sliding else "full_attention"
+            cos[sliding], sin[sliding] = _rope_tables(cfg.rope_parameters[kind]["rope_theta"], cfg, capacity)
+        return KVPool(torch.empty(shape), torch.empty(shape), cos, sin, [0] * slots)
+
+    def kv_bytes_per_token(self) -> int:
+        cfg = self.config
+        return 2 * 4 * len(self.layers) * cfg.num_key_value_heads * cfg.head_dim
 
     # -------------------------------------------------------------------------------------- adapters
 
@@ -174,6 +247,79 @@ class GemmaFast:
         logits = self.head(x.to(self.head.dtype)).float()[0]
         cap = cfg.final_logit_softcapping
         return torch.tanh(logits / cap) * cap if cap else logits
+
+    @torch.inference_mode()
+    def decode_step(
+        self,
+        tokens: list[int],
+        lengths: list[int],
+        pool: KVPool,
+        loras: list[tuple[LoraPack, torch.Tensor | None]],
+    ) -> torch.Tensor:
+        """One token for each of B sequences at once; float32 logits (B, vocab).
+
+        Row b is pool slot b, holds ``lengths[b]`` tokens already and takes ``tokens[b]`` next. ``loras``
+        groups the rows by adapter: (pack, row indices, or None for every row); rows in no group run the
+        bare base. The big matrices read their weights once for the whole batch.
+        """
+        cfg = self.config
+        rows = len(tokens)
+        pos = torch.tensor(lengths)
+        end = max(lengths) + 1
+        if end > pool.capacity:
+            raise ValueError(f"KV pool holds {pool.capacity} tokens per sequence; {end} needed")
+        pool.ensure_finite(rows, end)
+        kv = torch.arange(end)[None, :]
+        causal = kv <= pos[:, None]
+        window = causal & (kv > pos[:, None] - cfg.sliding_window)
+        neg = torch.finfo(torch.float32).min
+        masks = {
+            sliding: torch.zeros(rows, end).masked_fill_(~allowed, neg)[:, None, None, :]
+            for sliding, allowed in ((False, causal), (True, window))
+        }
+        rope = {s: (pool.cos[s][pos][:, None], pool.sin[s][pos][:, None]) for s in (False, True)}
+        h = F.embedding(torch.tensor(tokens), self.embed) * self.embed_scale
+        for i, layer in enumerate(self.layers):
+            h = self._batch_layer(
+                i, layer, h, pool, pos, end, loras, masks[layer.sliding], rope[layer.sliding]
+            )
+        x = F.rms_norm(h, (cfg.hidden_size,), self.final_norm, cfg.rms_norm_eps)
+        logits = self.head(x.to(self.head.dtype)).float()
+        cap = cfg.final_logit_softcapping
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def _batch_layer(
+        self, i, layer: Layer, h, pool: KVPool, pos, end: int, loras, mask, rope
+    ) -> torch.Tensor:
+        cfg = self.config
+        eps, dim, hd = cfg.rms_norm_eps, cfg.hidden_size, cfg.head_dim
+        n_q, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        rows = h.shape[0]
+        norms = layer.norms
+        cos, sin = rope
+
+        x = F.rms_norm(h, (dim,), norms["input"], eps)
+        qkv = _project_rows(layer.qkv, x, loras, (i, "qkv"))
+        q, k, v = qkv.view(rows, n_q + 2 * n_kv, hd).split((n_q, n_kv, n_kv), dim=1)
+        q = F.rms_norm(q, (hd,), norms["q"], eps)
+        q = q * cos + q.roll(hd // 2, dims=-1) * sin
+        k = F.rms_norm(k, (hd,), norms["k"], eps)
+        k = k * cos + k.roll(hd // 2, dims=-1) * sin
+        slots = torch.arange(rows)
+        pool.keys[i, slots, :, pos] = k
+        pool.values[i, slots, :, pos] = v
+        keys = pool.keys[i, :rows, :, :end]  # (B, kv, L, hd), a view: rows are the first slots
+        values = pool.values[i, :rows, :, :end]
+        qh = q.view(rows, n_kv, n_q // n_kv, hd)
+        scores = torch.matmul(qh, keys.transpose(-1, -2)) + mask  # (B, kv, rep, L); scale in the q norm
+        attn = torch.matmul(torch.softmax(scores, dim=-1), values)  # (B, kv, rep, hd)
+        o = _project_rows(layer.o, attn.reshape(rows, n_q * hd), loras, (i, "o"))
+        h = h + F.rms_norm(o, (dim,), norms["post_attention"], eps)
+
+        x = F.rms_norm(h, (dim,), norms["pre_feedforward"], eps)
+        gate, up = _project_rows(layer.gate_up, x, loras, (i, "gate_up")).chunk(2, dim=-1)
+        down = _project_rows(layer.down, F.gelu(gate, approximate="tanh") * up, loras, (i, "down"))
+        return h + F.rms_norm(down, (dim,), norms["post_feedforward"], eps)
 
     def _layer(self, i: int, layer: Layer, h, cache: Cache, lora: LoraPack, masks) -> torch.Tensor:
         cfg = self.config
@@ -206,10 +352,20 @@ def _one_plus(norm) -> torch.Tensor:
     return 1.0 + norm.weight.detach().float()
 
 
-def _layer(block, cfg, index: int, precision: str) -> Layer:
+def _group_weights(block) -> dict[str, torch.Tensor]:
+    """The fused matrix of each group of one decoder layer."""
     attn, mlp = block.self_attn, block.mlp
-    qkv = torch.cat([_weight(attn.q_proj), _weight(attn.k_proj), _weight(attn.v_proj)])
-    gate_up = torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)])
+    return {
+        "qkv": torch.cat([_weight(attn.q_proj), _weight(attn.k_proj), _weight(attn.v_proj)]),
+        "o": _weight(attn.o_proj),
+        "gate_up": torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)]),
+        "down": _weight(mlp.down_proj),
+    }
+
+
+def _layer(block, cfg, index: int, formats: dict[str, str]) -> Layer:
+    attn = block.self_attn
+    weights = _group_weights(block)
     norms = {
         "input": _one_plus(block.input_layernorm),
         "q": _one_plus(attn.q_norm) * cfg.query_pre_attn_scalar**-0.5,  # the attention scale, folded in
@@ -218,11 +374,9 @@ def _layer(block, cfg, index: int, precision: str) -> Layer:
         "pre_feedforward": _one_plus(block.pre_feedforward_layernorm),
         "post_feedforward": _one_plus(block.post_feedforward_layernorm),
     }
+    built = {group: make_linear(weights[group], formats[group]) for group in GROUPS}
     return Layer(
-        qkv=make_linear(qkv, precision),
-        o=make_linear(_weight(attn.o_proj), precision),
-        gate_up=make_linear(gate_up, precision),
-        down=make_linear(_weight(mlp.down_proj), precision),
+        **built,
         norms=norms,
         sliding=cfg.layer_types[index] == "sliding_attention",
     )
@@ -234,6 +388,21 @@ def _project(linear, x: torch.Tensor, lora) -> torch.Tensor:
     if lora is not None:
         a, b = lora
         out = out + F.linear(F.linear(x, a), b)
+    return out
+
+
+def _project_rows(linear, x: torch.Tensor, loras, key) -> torch.Tensor:
+    """:func:`_project` for a batch whose rows have different adapters (grouped: one product per adapter)."""
+    out = linear(x.to(linear.dtype)).float()
+    for pack, rows in loras:
+        ab = pack.get(key)
+        if ab is None:
+            continue
+        a, b = ab
+        if rows is None:
+            out = out + F.linear(F.linear(x, a), b)
+        else:
+            out[rows] += F.linear(F.linear(x[rows], a), b)
     return out
 
 

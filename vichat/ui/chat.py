@@ -171,7 +171,11 @@ def build_chat_tab(
 
     inputs = [message, chatbot, variant, *settings]
     outputs = [chatbot, message, stats_md, prompt_box]
-    common = {"validator": handlers.validate, "concurrency_id": "generate"}
+    common = {
+        "validator": handlers.validate,
+        "concurrency_id": "generate",
+        "concurrency_limit": registry.max_batch,
+    }
     ev1 = send.click(handlers.respond, inputs, outputs, api_name="chat", **common)
     ev2 = message.submit(handlers.respond, inputs, outputs, api_visibility="undocumented", **common)
     stop.click(handlers.stop, None, None, cancels=[ev1, ev2], queue=False)

@@ -372,7 +372,12 @@ def build_judge_tab(
     set_name.change(lambda s: gr.update(maximum=sizes[s]), set_name, n, queue=False)
     run_inputs = [variants, set_name, n, base_url, judge_model, key, single_order, price]
     run.click(runner.check_run, run_inputs, status, queue=False, **private).success(
-        runner.answer, [variants, set_name, n, nll], status, concurrency_id="generate", **private
+        runner.answer,
+        [variants, set_name, n, nll],
+        status,
+        concurrency_id="generate",
+        concurrency_limit=registry.max_batch,
+        **private,
     ).success(
         runner.score,
         run_inputs,

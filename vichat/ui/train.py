@@ -64,7 +64,6 @@ def preset_files(extra: list[Path] | None = None) -> dict[str, Path]:
     return {(p.name if p.parent == PRESETS_DIR else str(p)): p for p in paths}
 
 
-
 def preset_variant(path: Path) -> str:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
