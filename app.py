@@ -4,7 +4,7 @@ python app.py [--models assets/models.yaml] [--host 127.0.0.1] [--port 7860] [--
               [--concurrency N] [--queue-size 16] [--train-config FILE ...] [--public]
 
 Public mode (on a Hugging Face Space, where SPACE_ID is set, or with --public) limits what a visitor may do:
-see vichat/ui/public.py.
+see ui/public.py.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from pathlib import Path
 
 import gradio as gr
 
+from ui.chat import build_chat_tab
+from ui.common import Cancellations, refreshed_choices
+from ui.compare import build_compare_tab
+from ui.datasets import build_datasets_tab
+from ui.judge import build_judge_tab
+from ui.public import Guard, Policy, served_folders
+from ui.spaces import prefetch_hub_bases
+from ui.train import build_train_tab, preset_files, register_trained
 from vichat.checks import arg
 from vichat.cli import run
 from vichat.paths import MODELS_YAML, REPO_ROOT
 from vichat.registry import Registry
-from vichat.ui.chat import build_chat_tab
-from vichat.ui.common import Cancellations, refreshed_choices
-from vichat.ui.compare import build_compare_tab
-from vichat.ui.datasets import build_datasets_tab
-from vichat.ui.judge import build_judge_tab
-from vichat.ui.public import Guard, Policy, served_folders
-from vichat.ui.spaces import prefetch_hub_bases
-from vichat.ui.train import build_train_tab, preset_files, register_trained
 
 HEADER = "# ViChat\nVietnamese chatbots from open LLMs with LoRA (reproducing arXiv 2309.04646)."
 CACHE_CLEANUP = (900, 3600)  # every 15 min, delete uploads and outputs older than an hour (and all at exit)

@@ -109,8 +109,8 @@ def test_a_malformed_upload_shows_the_bad_line_numbers(page, tmp_path):
     )
     open_tab(page, "Datasets")
     page.wait_for_selector("#datasets-table")
+    from ui.datasets import dataset_files
     from vichat.data import read_jsonl
-    from vichat.ui.datasets import dataset_files
 
     first = next(iter(dataset_files(REPO_ROOT / "runs").values()))  # our sample data, shown on load
     n = len(read_jsonl(first).records)

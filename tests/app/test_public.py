@@ -18,12 +18,11 @@ import gradio as gr
 import pytest
 
 from eval.openai_server import Behaviour, FakeOpenAIServer
-from vichat.errors import SettingsError
-from vichat.ui.common import Cancellations
-from vichat.ui.compare import CompareHandlers
-from vichat.ui.datasets import ALL, UPLOADED, DatasetBrowser
-from vichat.ui.judge import JudgeRunner
-from vichat.ui.public import (
+from ui.common import Cancellations
+from ui.compare import CompareHandlers
+from ui.datasets import ALL, UPLOADED, DatasetBrowser
+from ui.judge import JudgeRunner
+from ui.public import (
     OFFICIAL_JUDGE,
     Guard,
     Policy,
@@ -33,7 +32,8 @@ from vichat.ui.public import (
     check_servable,
     served_folders,
 )
-from vichat.ui.train import TrainHandlers, TrainJobs, scrubbed_env
+from ui.train import TrainHandlers, TrainJobs, scrubbed_env
+from vichat.errors import SettingsError
 
 KEY = "sk-test-" + "K3Y" * 8
 SETTINGS = (8, 0.0, 20, 1.2, 1)

@@ -10,9 +10,9 @@ import types
 
 import yaml
 
+from ui.spaces import GPU_SECONDS, gpu, prefetch_hub_bases
 from vichat.paths import MODELS_YAML, REPO_ROOT
 from vichat.registry import Registry
-from vichat.ui.spaces import GPU_SECONDS, gpu, prefetch_hub_bases
 
 SETUP = [
     "pip install -r requirements.txt && python app.py",
@@ -98,9 +98,9 @@ def test_gpu_is_the_identity_without_the_spaces_package(monkeypatch):
 def test_with_spaces_importable_generation_runs_under_spaces_gpu(monkeypatch, tiny_registry):
     import gradio as gr
 
-    from vichat.ui.chat import ChatHandlers
-    from vichat.ui.common import Cancellations
-    from vichat.ui.compare import CompareHandlers
+    from ui.chat import ChatHandlers
+    from ui.common import Cancellations
+    from ui.compare import CompareHandlers
 
     stand_in = StandInSpaces()
     monkeypatch.setitem(sys.modules, "spaces", stand_in)

@@ -10,11 +10,8 @@ import gradio as gr
 import pytest
 
 from eval.openai_server import Behaviour, FakeOpenAIServer
-from vichat.generation import GenerationSettings
-from vichat.prompts import history_instruction
-from vichat.registry import Variant
-from vichat.ui.chat import history_rule, pairs
-from vichat.ui.common import (
+from ui.chat import history_rule, pairs
+from ui.common import (
     Cancellations,
     default_pair,
     prompt_problem,
@@ -23,10 +20,13 @@ from vichat.ui.common import (
     unavailable_reason,
     variant_choices,
 )
-from vichat.ui.compare import pair_problem
-from vichat.ui.datasets import ALL, UPLOADED, DatasetBrowser, errors_markdown, facet_choices, select
-from vichat.ui.judge import JudgeRunner, first_questions
-from vichat.ui.train import adapter_variant, log_tail, read_loss, register_trained, train_command
+from ui.compare import pair_problem
+from ui.datasets import ALL, UPLOADED, DatasetBrowser, errors_markdown, facet_choices, select
+from ui.judge import JudgeRunner, first_questions
+from ui.train import adapter_variant, log_tail, read_loss, register_trained, train_command
+from vichat.generation import GenerationSettings
+from vichat.prompts import history_instruction
+from vichat.registry import Variant
 
 KEY = "sk-test-" + "K3Y" * 8
 
@@ -221,8 +221,8 @@ def test_the_train_tab_runs_the_cli_with_a_step_cap(tmp_path):
 
 
 def test_extra_arguments_may_set_sizes_and_rates_but_never_paths(tmp_path):
+    from ui.train import extra_arguments
     from vichat.errors import ViChatError
-    from vichat.ui.train import extra_arguments
 
     assert extra_arguments("--max_length 128 --learning_rate 1e-4") == [
         "--max_length", "128", "--learning_rate", "1e-4",

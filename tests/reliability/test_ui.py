@@ -17,15 +17,15 @@ import pytest
 import yaml
 
 from tests.reliability.corpus import BAD_JSONL, BAD_NUMBERS, write_corpus
+from ui.chat import ChatHandlers
+from ui.common import Cancellations
+from ui.compare import CompareHandlers
+from ui.datasets import ALL, UPLOADED, DatasetBrowser
+from ui.judge import JudgeRunner
+from ui.public import Guard, Policy
+from ui.train import TrainHandlers, TrainJobs
 from vichat.paths import ASSETS, REPO_ROOT
 from vichat.registry import Registry
-from vichat.ui.chat import ChatHandlers
-from vichat.ui.common import Cancellations
-from vichat.ui.compare import CompareHandlers
-from vichat.ui.datasets import ALL, UPLOADED, DatasetBrowser
-from vichat.ui.judge import JudgeRunner
-from vichat.ui.public import Guard, Policy
-from vichat.ui.train import TrainHandlers, TrainJobs
 
 KEY = "sk-test-" + "K3Y" * 8
 GOOD = {"max_new_tokens": 4, "temperature": 0.0, "top_k": 20, "repetition_penalty": 1.2, "seed": 1}

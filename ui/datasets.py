@@ -19,6 +19,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ui.common import refusal, session_of, ui_number
+from ui.public import BASE_TOKENIZER, MB, Guard, check_upload_size
 from vichat.data import (
     WHITESPACE_TOKENIZER,
     HFCounter,
@@ -35,8 +37,6 @@ from vichat.errors import ViChatError
 from vichat.loading import base_availability
 from vichat.paths import ASSETS, REPO_ROOT
 from vichat.registry import Registry
-from vichat.ui.common import refusal, session_of, ui_number
-from vichat.ui.public import BASE_TOKENIZER, MB, Guard, check_upload_size
 
 UPLOADED = "uploaded file"
 ALL = "(all)"

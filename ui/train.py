@@ -32,13 +32,13 @@ from pathlib import Path
 import gradio as gr
 import yaml
 
+from ui.common import refreshed_choices, refusal, session_of, ui_number
+from ui.public import Guard
 from vichat import checks
 from vichat.errors import ViChatError
 from vichat.loading import ADAPTER_META, ADAPTER_WEIGHTS
 from vichat.paths import REPO_ROOT
 from vichat.registry import Registry, Variant
-from vichat.ui.common import refreshed_choices, refusal, session_of, ui_number
-from vichat.ui.public import Guard
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,8 @@ import random
 
 import gradio as gr
 
-from vichat.errors import ViChatError
-from vichat.generation import GenerationStats
-from vichat.prompts import check_instruction
-from vichat.registry import Registry
-from vichat.ui.chat import EXAMPLES_CHAT, EXAMPLES_DOCTOR, format_stats
-from vichat.ui.common import (
+from ui.chat import EXAMPLES_CHAT, EXAMPLES_DOCTOR, format_stats
+from ui.common import (
     Cancellations,
     check,
     default_pair,
@@ -31,8 +27,12 @@ from vichat.ui.common import (
     unavailable_reason,
     variant_choices,
 )
-from vichat.ui.public import Guard
-from vichat.ui.spaces import GPU_SECONDS, gpu
+from ui.public import Guard
+from ui.spaces import GPU_SECONDS, gpu
+from vichat.errors import ViChatError
+from vichat.generation import GenerationStats
+from vichat.prompts import check_instruction
+from vichat.registry import Registry
 
 HOW = (
     "Both answers use the same seed and settings. They stream **one after the other** (A, then B): "

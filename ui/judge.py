@@ -32,11 +32,11 @@ from eval.offline import TOTAL, compute_nll, has_nll
 from eval.report import ReportData, build_report, main_table, write_report
 from eval.sets import BUILTIN, EvalSet, load_eval_set
 from eval.verdicts import collect, judgments_path
+from ui.common import default_pair, refusal, session_of, ui_number, unavailable_reason, variant_choices
+from ui.public import Guard, check_servable
 from vichat import checks
 from vichat.errors import SettingsError, ViChatError
 from vichat.registry import Registry
-from vichat.ui.common import default_pair, refusal, session_of, ui_number, unavailable_reason, variant_choices
-from vichat.ui.public import Guard, check_servable
 
 SEED = 0  # eval.answers' default: answers made here and by the CLI are the same files
 JUDGE_CONCURRENCY = 4

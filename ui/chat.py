@@ -6,11 +6,7 @@ import inspect
 
 import gradio as gr
 
-from vichat.errors import ViChatError
-from vichat.generation import GenerationStats
-from vichat.prompts import history_instruction
-from vichat.registry import Registry
-from vichat.ui.common import (
+from ui.common import (
     Cancellations,
     check,
     default_variant,
@@ -25,8 +21,12 @@ from vichat.ui.common import (
     unavailable_reason,
     variant_choices,
 )
-from vichat.ui.public import Guard
-from vichat.ui.spaces import GPU_SECONDS, gpu
+from ui.public import Guard
+from ui.spaces import GPU_SECONDS, gpu
+from vichat.errors import ViChatError
+from vichat.generation import GenerationStats
+from vichat.prompts import history_instruction
+from vichat.registry import Registry
 
 EXAMPLES_CHAT = [
     "Hãy giới thiệu ngắn gọn về vịnh Hạ Long.",
