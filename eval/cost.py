@@ -40,9 +40,7 @@ def price_for(model: str, override: str | None = None) -> tuple[float, float] | 
     if override:
         parts = override.split(",")
         if len(parts) != 2:
-            raise ViChatError(
-                f"--price must be 'IN,OUT' in USD per 1M tokens, e.g. 30,60; got {override!r}"
-            )
+            raise ViChatError(f"--price must be 'IN,OUT' in USD per 1M tokens, e.g. 30,60; got {override!r}")
         try:
             inp, out = (checks.number("--price", v, minimum=0, maximum=1e6) for v in parts)
         except SettingsError as e:
@@ -65,9 +63,7 @@ class CostEstimate:
 
     @property
     def usd(self) -> float | None:
-        if self.price is None:
-            return None
-        return (self.prompt_tokens * self.price[0] + self.completion_tokens * self.price[1]) / 1e6
+        return usd(self.prompt_tokens, self.completion_tokens, self.price)
 
     def describe(self, model: str) -> str:
         tokens = f"~{self.prompt_tokens:,} prompt + ~{self.completion_tokens:,} completion tokens"
@@ -76,6 +72,13 @@ class CostEstimate:
         else:
             cost = f"~${self.usd:,.2f} at ${self.price[0]:g}/${self.price[1]:g} per 1M tokens"
         return f"{self.calls} calls to {model}: {tokens}, {cost}"
+
+
+def usd(prompt_tokens: int, completion_tokens: int, price: tuple[float, float] | None) -> float | None:
+    """What the tokens cost in USD at ``price`` (input, output per 1M tokens); None when the price is unknown."""
+    if price is None:
+        return None
+    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
 
 
 def estimate(prompts: Iterable[list[dict]], price: tuple[float, float] | None) -> CostEstimate:
@@ -91,5 +94,5 @@ def spent(prompt_tokens: int, completion_tokens: int, price: tuple[float, float]
     """The real usage the endpoint reported, and its cost when the price is known."""
     text = f"{prompt_tokens:,} prompt + {completion_tokens:,} completion tokens"
     if price is not None:
-        text += f" (${(prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6:,.2f})"
+        text += f" (${usd(prompt_tokens, completion_tokens, price):,.2f})"
     return text

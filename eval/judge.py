@@ -71,13 +71,17 @@ class RunResult:
 
 
 def judge_one(task: Task, client: ChatClient, judge_model: str, prompt: JudgePrompt, stop=None) -> dict:
-    """Ask the judge about one task; the verdict record (scores None when unparsable)."""
+    """Ask the judge about one task; the verdict record (scores None when unparsable).
+
+    The record keeps the endpoint's reported ``usage`` and the ``estimate`` eval.cost made for the same call,
+    so eval.diagnostics can set what was paid beside what was expected."""
     messages = prompt.messages(task.question, task.answer_1, task.answer_2)
     reply = client.complete(
         judge_model, messages, temperature=prompt.temperature, max_tokens=prompt.max_tokens, stop=stop
     )
     scores = parse_scores(reply.text)
     assistant_1, assistant_2 = task.assistants
+    estimated = cost.estimate([messages], None)  # what the plan counted for this call, kept beside the usage
     return {
         "key": task.key,
         "question_id": task.question_id,
@@ -91,6 +95,10 @@ def judge_one(task: Task, client: ChatClient, judge_model: str, prompt: JudgePro
         "scores": list(scores) if scores else None,
         "raw": reply.text,
         "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens},
+        "estimate": {
+            "prompt_tokens": estimated.prompt_tokens,
+            "completion_tokens": estimated.completion_tokens,
+        },
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -1,12 +1,15 @@
 """The evaluation report: our scores in the layout of the paper's Tables III/IV, beside the paper's own.
 
-    python -m eval.report --set general [--variants Bloomz,Bloomz-Chat] [--judge-model gpt-4]
+    python -m eval.report --set general [--variants Bloomz,Bloomz-Chat] [--judge-model gpt-4] [--price IN,OUT]
 
 Reads the answers (eval.answers) and the cached verdicts (eval.judge); calls nothing. Writes
 ``<out-dir>/report/<set>.md``, ``<set>.csv`` (the main table) and ``<set>.png`` (grouped bars). Sections:
 judge scores per category vs the reference (=100) with the sample-weighted Total (the paper's) and the
-ratio-of-sums, the paper's figures, head-to-head win rates for every pair judged with ``--pair``, and the
-offline chrF / NLL figures (eval.offline). Verdicts in both orders are averaged where both exist.
+ratio-of-sums, the paper's figures, head-to-head win rates for every pair judged with ``--pair``, the
+offline chrF / NLL figures (eval.offline), and the judge diagnostics of every comparison (eval.diagnostics:
+flip rate, position bias, length correlations, cost used against the estimate), whose per-question rows
+(both answers, each order's scores and explanation) go to ``<set>.questions.jsonl``. Verdicts in both
+orders are averaged where both exist.
 
 Verdicts are those of one judge endpoint (``--base-url``, else the only endpoint the cache holds verdicts
 from, else $OPENAI_BASE_URL or OpenAI), and the report names it. Every file is written atomically.
@@ -21,8 +24,10 @@ from itertools import combinations
 from pathlib import Path
 from types import MappingProxyType
 
+from eval import cost
 from eval.answers import REFERENCE, answers_path, load_answers, read_answers
 from eval.client import normalise_endpoint
+from eval.diagnostics import Diagnostics, diagnose, markdown_section, question_records
 from eval.offline import TOTAL, by_category, chrf_scores, has_nll, read_nll
 from eval.scoring import Summary, WinTieLoss, summarize, weighted_total, win_tie_loss
 from eval.sets import GENERAL_CATEGORIES, MEDICAL_CATEGORY, EvalSet, load_eval_set
@@ -37,7 +42,7 @@ from eval.verdicts import (
     judgments_path,
 )
 from vichat.errors import DataError, ViChatError
-from vichat.files import atomic_write_bytes, atomic_write_text, refuse_overwriting_inputs
+from vichat.files import atomic_write_bytes, atomic_write_lines, atomic_write_text, refuse_overwriting_inputs
 
 # The paper's Tables III and IV (score vs ChatGPT = 100), as printed. Its Bloomz Total of 44.26 does not
 # follow from its own rows, which give 43.64 (see PAPER_ROWS_TOTAL).
@@ -89,6 +94,8 @@ class ReportData:
     unparsable: int = 0
     notes: list[str] = field(default_factory=list)
     endpoint: str = ""
+    diagnostics: list[Diagnostics] = field(default_factory=list)  # one per comparison with verdicts
+    price: tuple[float, float] | None = None
 
     def paper_columns(self) -> dict[str, dict[str, float]]:
         """The paper's figures for the categories this set has."""
@@ -138,9 +145,15 @@ def build_report(
     reference: str = REFERENCE,
     single_order: bool = False,
     endpoint: str | None = None,
+    price: tuple[float, float] | None = None,
 ) -> ReportData:
-    """Everything the report shows. ``endpoint``: whose verdicts (see :func:`choose_endpoint`)."""
+    """Everything the report shows. ``endpoint``: whose verdicts (see :func:`choose_endpoint`). ``price``:
+    (input, output) USD per 1M tokens for the cost in the diagnostics (None: eval.cost's list price).
+
+    The diagnostics use the verdicts of both orders even when ``single_order`` scores the forward ones only.
+    """
     data = ReportData(eval_set, variants, judge_model)
+    data.price = price if price is not None else cost.price_for(judge_model)
     answers = {}
     for variant in [reference, *variants]:
         try:
@@ -154,6 +167,16 @@ def build_report(
     where = data.endpoint = choose_endpoint(cache, endpoint)
     orders = (FORWARD,) if single_order else (FORWARD, SWAPPED)
     have = [v for v in variants if v in answers]
+
+    def diagnosed(first: str, second: str) -> None:
+        tasks, _ = build_tasks(
+            eval_set, answers, [(first, second)], (FORWARD, SWAPPED), judge_model, prompt.version,
+            endpoint=where,
+        )  # fmt: skip
+        found = diagnose(first, second, tasks, cache, price=data.price, prompt=prompt)
+        if found.rows:
+            data.diagnostics.append(found)
+
     if reference in answers:
         tasks, _ = build_tasks(
             eval_set, answers, [(reference, v) for v in have], orders, judge_model, prompt.version,
@@ -164,6 +187,8 @@ def build_report(
         for (_, variant), pairs in collected.pairs.items():
             data.summaries[variant] = summarize(pairs, eval_set.categories)
             data.vs_reference[variant] = win_tie_loss(pairs)
+        for variant in have:
+            diagnosed(reference, variant)
     for a, b in combinations(have, 2):
         best = None
         for first, second in ((a, b), (b, a)):
@@ -175,6 +200,7 @@ def build_report(
                 best = (first, second, win_tie_loss(pairs))
         if best:
             data.head_to_head.append(best)
+            diagnosed(best[0], best[1])
     for variant in have:
         data.chrf[variant] = by_category(eval_set, chrf_scores(eval_set, answers[variant]))
     for variant in variants:
@@ -279,6 +305,14 @@ def markdown(data: ReportData, chart: Path | None) -> str:
             f"{data.unparsable} verdicts could not be parsed (kept with raw text in the cache; "
             "`python -m eval.judge ... --retry-unparsable` asks again). They are not scored.",
         ]
+    if data.summaries or data.head_to_head or data.diagnostics:
+        lines += ["", *markdown_section(data.diagnostics)]
+        if data.diagnostics:
+            lines += [
+                "",
+                "Per question (both answers, each order's scores and reasons): `<set>.questions.jsonl`, "
+                "or `python -m eval.diagnostics --set <set> --show ID`.",
+            ]
     lines += ["", *(f"Note: {n}" for n in data.notes)] if data.notes else []
     if chart is not None:
         lines += ["", f"![scores by category]({chart.name})"]
@@ -336,12 +370,13 @@ def write_chart(data: ReportData, path: Path) -> Path | None:
 
 def report_paths(data: ReportData, report_dir: str | Path) -> dict[str, Path]:
     report_dir, name = Path(report_dir), data.eval_set.name
-    kinds = (("markdown", "md"), ("csv", "csv"), ("chart", "png"))
+    kinds = (("markdown", "md"), ("csv", "csv"), ("chart", "png"), ("questions", "questions.jsonl"))
     return {kind: report_dir / f"{name}.{ext}" for kind, ext in kinds}
 
 
 def write_report(data: ReportData, report_dir: str | Path) -> dict[str, Path]:
-    """Write the markdown, the csv table and the chart, each atomically; never over the eval set file."""
+    """Write the markdown, the csv table, the chart and the per-question diagnostics (JSONL, once there are
+    verdicts), each atomically; never over the eval set file."""
     paths = report_paths(data, report_dir)
     if data.eval_set.path is not None:
         refuse_overwriting_inputs(paths.values(), [data.eval_set.path], "--report-dir")
@@ -363,6 +398,10 @@ def write_report(data: ReportData, report_dir: str | Path) -> dict[str, Path]:
     out = {"markdown": md, "csv": table}
     if chart is not None:
         out["chart"] = chart
+    questions = paths["questions"]
+    if data.diagnostics or questions.exists():  # no verdicts, no file; an old one is emptied, not left stale
+        atomic_write_lines(questions, question_records(data.diagnostics))
+        out["questions"] = questions
     return out
 
 
@@ -379,6 +418,7 @@ class ReportArgs:
     single_order: bool = field(
         default=False, metadata={"help": "use only reference-first verdicts (the paper)"}
     )
+    price: str | None = field(default=None, metadata={"help": "IN,OUT USD per 1M tokens for the judge model"})
     out_dir: str = "runs/eval"
     report_dir: str | None = field(default=None, metadata={"help": "default <out-dir>/report"})
 
@@ -387,11 +427,12 @@ def main(argv=None) -> int:
     from eval.cli import names, parse
 
     (args,) = parse(ReportArgs, argv)
+    price = cost.price_for(args.judge_model, args.price)
     eval_set = load_eval_set(args.set)
     variants = names(args.variants) or discover_variants(args.out_dir, eval_set, args.reference)
     data = build_report(
         eval_set, variants, args.out_dir, args.judge_model, args.reference, args.single_order,
-        endpoint=args.base_url,
+        endpoint=args.base_url, price=price,
     )  # fmt: skip
     written = write_report(data, args.report_dir or Path(args.out_dir) / "report")
     print(written["markdown"].read_text(encoding="utf-8"))

@@ -123,3 +123,26 @@ def test_medical_report_row_beside_the_paper(tmp_path, server, judge_argv, write
     # 100 x mean(6/8, 7/8) = 81.25, beside the paper's 73.92 and 59.85
     assert "| category | n | Bloomz-Doctor | Bloomz-Doctor (paper) | GPTJ-Doctor (paper) |" in md
     assert "| Medical | 2 | 81.25 | 73.92 | 59.85 |" in md
+
+
+def test_report_diagnoses_every_comparison(judged, tiny_set, tmp_path):
+    """Judged in one order only: every comparison is listed, none can show position bias, and says why."""
+    import json
+
+    report_dir = tmp_path / "report"
+    argv = ["--set", str(tiny_set), "--out-dir", str(judged), "--report-dir", str(report_dir)]
+    assert run(main, argv) == 0
+    md = (report_dir / "tiny.md").read_text(encoding="utf-8")
+    assert "## Judge diagnostics" in md
+    for label in ("reference vs A", "reference vs B", "A vs B"):
+        assert f"| {label} | 0/4 | - | - |" in md
+        assert f"{label}: no question was judged in both orders" in md
+    rows = [
+        json.loads(line) for line in (report_dir / "tiny.questions.jsonl").read_text("utf-8").splitlines()
+    ]
+    assert len(rows) == 12 and {(r["first"], r["second"]) for r in rows} == {
+        ("reference", "A"),
+        ("reference", "B"),
+        ("A", "B"),
+    }
+    assert all(r["forward"]["status"] == "scored" and r["swapped"]["status"] == "missing" for r in rows)
