@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.concurrency is not None:
         registry.max_batch = args.concurrency  # the batch bound and the app's generate limit alike
     prefetch_hub_bases(registry)  # on a Hugging Face Space with a GPU: fetch the paper's bases
+    ready = [n for n in registry.available_names() if registry.variant(n).backend == "local"]
+    if ready:  # the default base loads now, in the background, not on the first message
+        registry.preload([n for n in registry.siblings(ready[0]) if n in ready])
     runs = Path(args.runs)
     demo = build_app(registry, runs, [Path(c) for c in args.train_config], guard)
     demo.queue(default_concurrency_limit=registry.max_batch, max_size=args.queue_size)

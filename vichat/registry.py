@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +307,34 @@ def _parse(data: object, source: str) -> tuple[dict[str, BaseSpec], list[Variant
 
 
 @dataclass
+class LoadStatus:
+    """What loading a base is doing, for a screen to show while it waits (never "generating..." then)."""
+
+    state: str = "idle"  # idle, loading, ready, failed
+    step: str = ""
+    started: float = 0.0
+    step_started: float = 0.0
+    estimate_s: float | None = None  # of the current step, where known
+    error: str = ""
+
+    def begin(self, step: str, estimate_s: float | None = None) -> None:
+        now = time.monotonic()
+        if self.state != "loading":
+            self.state, self.started = "loading", now
+        self.step, self.step_started, self.estimate_s = step, now, estimate_s
+
+    def describe(self) -> str:
+        if self.state != "loading":
+            return self.error if self.state == "failed" else self.state
+        spent = time.monotonic() - self.step_started
+        left = f", about {max(1, round(self.estimate_s - spent))} s left" if self.estimate_s else ""
+        return f"{self.step} ({spent:.0f} s so far{left})"
+
+
+_ABOUT = re.compile(r"about (\d+) s")
+
+
+@dataclass
 class Registry:
     bases: dict[str, BaseSpec]
     variants: dict[str, Variant]
@@ -317,6 +346,7 @@ class Registry:
     max_batch: int = MAX_BATCH  # rows per fast batch (fewer where memory is short: plan_batch)
     _schedulers: dict[str, Scheduler] = field(default_factory=dict, repr=False)
     _decoders: dict[tuple, Decoder] = field(default_factory=dict, repr=False)
+    _status: dict[str, LoadStatus] = field(default_factory=dict, repr=False)  # base key -> loading status
 
     # ------------------------------------------------------------------------------------ construction
 
@@ -375,11 +405,58 @@ class Registry:
 
     # ---------------------------------------------------------------------------------------- loading
 
+    def load_status(self, key: str) -> LoadStatus:
+        """How loading base ``key`` stands (a live object: read it while a load runs)."""
+        return self._status.setdefault(key, LoadStatus())
+
     def loaded_base(self, key: str) -> LoadedBase:
+        status = self.load_status(key)
+        if key not in self._loaded:
+            status.begin(f"loading the base model {key}")
+
+        def progress(message: str) -> None:
+            if message.startswith("Converting"):
+                about = _ABOUT.search(message)
+                status.begin("converting the bundled model, once", float(about.group(1)) if about else None)
+            self.progress(message)
+
         with self._load_lock:
-            if key not in self._loaded:
-                self._loaded[key] = load_base(self.bases[key], self.device, progress=self.progress)
+            try:
+                if key not in self._loaded:
+                    self._loaded[key] = load_base(self.bases[key], self.device, progress=progress)
+            except Exception as e:
+                status.state, status.error = "failed", f"loading {key} failed: {e}"
+                raise
+            if status.state == "loading" and status.step.startswith(("loading the base", "converting")):
+                status.state = "ready"
             return self._loaded[key]
+
+    def preload(self, names: Sequence[str]) -> threading.Thread:
+        """Load what ``names`` need in a background thread: bases, adapters, the fast engine (its kernels timed).
+
+        A request that comes meanwhile waits for the same load; :meth:`load_status` says what it is doing.
+        Failures are logged and kept in the status; the request that needs the variant gets the error.
+        """
+
+        def run() -> None:
+            for name in names:
+                v = self.variant(name)
+                if v.backend != "local":
+                    continue
+                status = self.load_status(v.base)
+                try:
+                    self.prepare(name)
+                    if v.fast != "off" and v.base not in self._schedulers:
+                        status.begin("preparing the fast CPU engine (timing kernels on this machine)", 10.0)
+                    self.decoder(name)
+                    status.state = "ready"
+                except Exception as e:  # noqa: BLE001 - kept for the screens, raised again on use
+                    status.state, status.error = "failed", f"{name}: {e}"
+                    log.warning("preloading %s failed: %s", name, e)
+
+        thread = threading.Thread(target=run, name="vichat-preload", daemon=True)
+        thread.start()
+        return thread
 
     def prepare(self, name: str) -> tuple[LoadedBase, str | None]:
         """Load what ``name`` needs: its base (once per base) and its adapter onto that base."""
