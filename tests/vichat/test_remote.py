@@ -158,3 +158,20 @@ def test_hub_token_goes_only_to_hugging_face_hosts(tmp_path):
 def test_endpoints_in_code_are_checked_too():
     with pytest.raises(ViChatError, match="api_key_env 'HOME'"):
         Endpoint("http://127.0.0.1:8000/v1", "m", api_key_env="HOME")
+
+
+def test_remote_requests_stream_together_concurrently(server, tmp_path):
+    """Compare on a remote variant: both requests are in flight at once and both answers arrive whole."""
+    reg = _registry(tmp_path, server)
+    items = [("Remote-Chat", "Tôi bị ho"), ("Remote-Chat", "Tôi bị sốt")]
+    texts = ["", ""]
+    seen_order = []
+    for i, piece in reg.stream_together(items, GenerationSettings(max_new_tokens=32)):
+        texts[i] += piece
+        seen_order.append(i)
+    assert [t.strip() for t in texts] == ["Hà Nội là thủ đô của Việt Nam."] * 2
+    prompts = {r["body"]["prompt"] for r in CompletionsHandler.requests[-2:]}
+    assert any("Tôi bị ho" in p for p in prompts) and any("Tôi bị sốt" in p for p in prompts)
+    assert set(seen_order) == {0, 1}
+    batch = reg.generate_batch("Remote-Chat", ["a", "b", "c"], GenerationSettings(max_new_tokens=8))
+    assert batch == ["Hà Nội là thủ đô của Việt Nam."] * 3
