@@ -127,14 +127,50 @@ print(json.dumps(out))
 """
 
 
+def run_llama_server(base, prompts: list[str], new_tokens: int) -> list[Row | str]:
+    """llama.cpp's own server (its own process), one request at a time, on all threads and on one."""
+    import importlib
+
+    import torch
+
+    from bench import llama
+
+    module = base.spec.source.split(":", 1)[1]
+    gguf = str(importlib.import_module(module).assemble())
+    rows: list[Row | str] = []
+    for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
+        name = f"llama.cpp server (same GGUF, {threads} thread{'s' * (threads > 1)})"
+        try:
+            with llama.serving(gguf, "--parallel", "1", "-c", "2048", threads=threads) as url:
+                row = Row(name)
+                for prompt in [prompts[0], *prompts]:
+                    ids = base.tokenizer(prompt)["input_ids"]  # the same token ids as the other rows
+                    body = {"prompt": ids, "n_predict": new_tokens, "temperature": 0, "top_k": 1,
+                            "repeat_penalty": 1.0, "cache_prompt": False}  # fmt: skip
+                    t = llama.complete(url, body)["timings"]
+                    first = t["prompt_ms"] / 1000
+                    row.add(first, first + t["predicted_ms"] / 1000, int(t["predicted_n"]))
+                rows.append(_drop_warmup(row))
+        except (RuntimeError, OSError) as e:
+            rows.append(f"{name}: skipped, {e}")
+    return rows
+
+
 def run_llama_cpp(base, prompts: list[str], new_tokens: int) -> list[Row | str]:
-    """llama.cpp on all threads and on one, each in a child process: a crash is a skipped row, with why."""
+    """llama.cpp on all threads and on one, each in a child process: a crash is a skipped row, with why.
+
+    Through llama-cpp-python where it is installed, else through a ``llama-server`` binary on PATH."""
     import importlib.util
 
     import torch
 
+    from bench import llama
+
     if importlib.util.find_spec("llama_cpp") is None:
-        return ["llama.cpp: skipped, llama-cpp-python is not installed (README: 'llama.cpp on this CPU')"]
+        if llama.server_binary() is not None:
+            return run_llama_server(base, prompts, new_tokens)
+        return ["llama.cpp: skipped, neither llama-cpp-python nor llama-server is installed (README: "
+                "'llama.cpp on this CPU')"]  # fmt: skip
     import json
 
     module = base.spec.source.split(":", 1)[1]

