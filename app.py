@@ -43,9 +43,9 @@ def build_app(
         gr.Markdown(HEADER)
         gr.Markdown(guard.banner(), visible=guard.public, elem_id="public-mode")
         with gr.Tab("Chat"):
-            pickers = [build_chat_tab(registry, cancellations, guard)]
+            pickers = [build_chat_tab(registry, cancellations, guard, runs)]
         with gr.Tab("Compare"):
-            pickers += build_compare_tab(registry, cancellations, guard)
+            pickers += build_compare_tab(registry, cancellations, guard, runs)
         with gr.Tab("Datasets"):
             build_datasets_tab(registry, runs, guard)
         with gr.Tab("Judge"):

@@ -3,8 +3,8 @@
     python -m bench.gpu_check [--out FILE.json] [--quick]
 
 Nothing in CI has a GPU, so nothing else runs these lines. Each row is PASS, FAIL (reason) or SKIPPED (reason):
-- tiny BLOOM and GPT-J (random weights, built here in seconds) loaded in 8-bit through bitsandbytes by the
-  project's loader (vichat.loading), answering through vichat.generation, their logits close to float32's;
+- tiny BLOOM and GPT-J (random weights, built in seconds by testkit.tiny) loaded in 8-bit through bitsandbytes
+  by the project's loader (vichat.loading), answering through vichat.generation, their logits close to float32's;
 - one bf16 LoRA step on Gemma 3 270M (the embedded base), through train.lora's model setup and the trainer's
   loss, padded and padding-free (train.padding_free): the same loss within a stated tolerance;
 - the fast CPU path (vichat.fast) falling back on CUDA with its reason, as the registry records it;
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from testkit.tiny import build_tiny
 from vichat.cli import run
 from vichat.files import atomic_write_json
 
@@ -48,16 +49,6 @@ CPU_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
     "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "bf16", "i8mm",
 )  # fmt: skip
-CORPUS = [
-    "Hãy viết một phản hồi thích hợp cho chỉ dẫn dưới đây.",
-    "Nếu bạn là bác sĩ, vui lòng trả lời các câu hỏi y tế dựa trên mô tả của bệnh nhân.",
-    "### Instruction:",
-    "### Response:",
-    "Hà Nội là thủ đô của Việt Nam, nổi tiếng với Hồ Gươm và phố cổ.",
-    "Tôi bị ho và sốt nhẹ hai ngày nay, tôi nên uống thuốc gì?",
-    "Bạn nên nghỉ ngơi, uống đủ nước và đi khám nếu sốt cao không giảm.",
-    "Giải thích vì sao lá cây chuyển màu vàng vào mùa thu. 1 2 3 4 5 6 7 8 9 0",
-]
 PAIRS = [  # prompt/response pairs of different lengths, for the LoRA step
     {"prompt": "Thủ đô của Việt Nam là gì?", "response": "Thủ đô của Việt Nam là Hà Nội."},
     {
@@ -170,64 +161,6 @@ def header(env: dict) -> list[str]:
     ]
 
 
-# ------------------------------------------------------------------------------------------ tiny models
-
-
-def build_tokenizer(folder: Path):
-    """A 400-token byte-level BPE trained on a few Vietnamese lines, saved in ``folder``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 20, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    fast.save_pretrained(folder)
-    return fast
-
-
-def build_tiny(folder: Path, arch: str) -> Path:
-    """A tiny random model of ``arch`` (bloom | gptj | gemma3) with the tokenizer above, saved in ``folder``.
-
-    Special tokens never win the argmax (their output rows are zero), so a greedy answer is never empty."""
-    from transformers import AutoModelForCausalLM, BloomConfig, Gemma3TextConfig, GPTJConfig
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(folder)
-    ids = {
-        "vocab_size": len(tok),
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id,
-    }
-    if arch == "bloom":
-        config = BloomConfig(hidden_size=64, n_layer=2, n_head=4, **ids)
-    elif arch == "gptj":
-        config = GPTJConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=512, **ids)
-    else:  # grouped-query attention, sliding and full layers, as the embedded Gemma; a window over max_length
-        config = Gemma3TextConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=16, sliding_window=256, max_position_embeddings=512,
-            layer_types=["sliding_attention", "full_attention"] * 2, query_pre_attn_scalar=16,
-            initializer_range=0.2, tie_word_embeddings=False, **ids,
-        )  # fmt: skip
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        model.get_output_embeddings().weight[: len(tok.all_special_ids)] = 0
-    model.save_pretrained(folder)
-    return folder
-
-
 # ------------------------------------------------------------------------------------------------ checks
 
 
@@ -241,7 +174,10 @@ class Context:
 
     def tiny(self, arch: str) -> Path:
         if arch not in self._tiny:
-            self._tiny[arch] = build_tiny(self.folder / f"tiny-{arch}", arch)
+            # special tokens never win: a greedy answer is never empty; Gemma's window is over max_length
+            self._tiny[arch] = build_tiny(
+                self.folder / f"tiny-{arch}", arch, specials_never_win=True, sliding_window=256
+            )
         return self._tiny[arch]
 
     @property

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from eval.client import ChatClient, ClientConfig
 from eval.judge import run_judgments
-from eval.openai_server import Behaviour, FakeOpenAIServer
 from eval.sets import GENERAL_CATEGORIES, EvalSet, Question
 from eval.verdicts import FORWARD, JudgePrompt, JudgmentCache, build_tasks, pending
+from testkit.openai_server import Behaviour, FakeOpenAIServer
 from vichat.checks import arg
 
 TARGET = 6.0

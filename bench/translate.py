@@ -3,7 +3,7 @@
     python -m bench.translate [--texts 200] [--latency 0.1] [--concurrency 16]
 
 The same texts (prompt and response of ``texts / 2`` records) go through ``train.translate``
-against ``train.fake_translate_server`` on 127.0.0.1, which waits ``--latency`` seconds per
+against ``testkit.translate_server`` on 127.0.0.1, which waits ``--latency`` seconds per
 request like a remote service: first with concurrency 1, then with ``--concurrency``, each
 with a fresh cache. A rerun of the concurrent job must then send zero requests (everything
 is cached). The last line is the speedup, measured in this run.
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.fake_translate_server import FakeTranslateServer, ServerSettings
+from testkit.translate_server import FakeTranslateServer, ServerSettings
 from train.translate import TranslateSettings, translate_file
 from vichat.checks import arg
 from vichat.cli import run

@@ -4,7 +4,7 @@
         [--latency 0.005] [--concurrency 8] [--kill-at 0.5]
 
 The records (collected with ``train.collect``, e.g. GenMedGPT-5k and Alpaca-5k in English) go through
-``python -m train.translate`` in a subprocess against ``train.fake_translate_server`` on 127.0.0.1. When
+``python -m train.translate`` in a subprocess against ``testkit.translate_server`` on 127.0.0.1. When
 the journal holds ``--kill-at`` of the records, the process is killed with SIGKILL (no chance to tidy up),
 then the same command runs again and resumes. The stand-in logs every text it receives, so the run checks
 what a user cares about: no record lost (the output holds every input record, in order, translated), and
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from train.fake_translate_server import FakeTranslateServer, ServerSettings
+from testkit.translate_server import FakeTranslateServer, ServerSettings
 from train.translate import JOURNAL_SUFFIX
 from vichat.checks import arg
 from vichat.cli import run

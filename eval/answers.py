@@ -27,11 +27,11 @@ from typing import Protocol
 from tqdm import tqdm
 
 from eval.client import ChatClient, ClientConfig
-from eval.jsonl import JsonlAppender, read_records
 from eval.sets import EvalSet, load_eval_set
 from vichat import checks
 from vichat.errors import DataError, ViChatError
 from vichat.files import OutputLock
+from vichat.jsonl import JsonlAppender, read_records
 
 REFERENCE = "reference"
 OPENAI_PREFIX = "openai:"

@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from eval.jsonl import JsonlAppender, _parse, _whole_value, has_lone_surrogate
 from vichat.errors import ViChatError
+from vichat.jsonl import JsonlAppender, has_lone_surrogate, log_lines
 
 DEFAULT_VOTES = Path("runs/arena/votes.jsonl")
 VOTES = ("a", "b", "tie", "bad")  # a better, b better, both as good, both bad
@@ -243,24 +243,18 @@ def read_votes(path: str | os.PathLike[str]) -> tuple[list[Vote], list[str]]:
     """The valid votes of ``path`` and one ``file:line: what is wrong`` per bad line (skipped, never raised).
 
     A missing file has no votes. A last line cut short by a writer that is (or was) busy is skipped silently,
-    as :func:`eval.jsonl.read_records` does: the next writer removes it.
+    as :func:`vichat.jsonl.read_records` does: the next writer removes it.
     """
     path = Path(path)
     if not path.exists():
         return [], []
     if path.is_dir():
         raise VoteError(f"{path} is a folder, not a votes log: pass the votes.jsonl file")
-    lines = path.read_bytes().split(b"\n")
     votes: list[Vote] = []
     problems: list[str] = []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
+    for number, _, record in log_lines(path):
         where = f"{path}:{number}"
-        record = _parse(raw)
         if record is None:
-            if number == len(lines) and not _whole_value(raw):  # no newline after it: a write cut short
-                break
             problems.append(f"{where}: not a JSON object; fix or delete this line")
             continue
         try:

@@ -1,11 +1,11 @@
-"""What the eval CLIs share: typed dataclass arguments, comma lists, and user errors as one line (exit 2)."""
+"""What the eval CLIs share: typed dataclass arguments and comma lists. They run through vichat.cli.run, the one
+runner of every CLI (a user error is one line, exit status 2)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from vichat.cli import run  # noqa: F401  (the one runner; eval CLIs import it from here)
 from vichat.errors import ViChatError
 
 

@@ -38,11 +38,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from eval import cost
-from eval.jsonl import read_records
 from eval.parse import parse_scores
 from eval.scoring import combine_orders
 from eval.verdicts import FORWARD, SWAPPED, JudgePrompt, JudgmentCache, Task
 from vichat.errors import ViChatError
+from vichat.jsonl import read_records
 
 SCORED, UNPARSABLE, MISSING = "scored", "unparsable", "missing"
 LENGTH_UNIT = "characters"

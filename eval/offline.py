@@ -21,11 +21,11 @@ from typing import Protocol
 from tqdm import tqdm
 
 from eval.answers import OPENAI_PREFIX, REFERENCE, file_name, load_answers
-from eval.jsonl import JsonlAppender, read_records
 from eval.sets import EvalSet, load_eval_set
 from vichat import checks
 from vichat.errors import DataError, ViChatError
 from vichat.files import OutputLock
+from vichat.jsonl import JsonlAppender, read_records
 
 TOTAL = "Total"
 

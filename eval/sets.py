@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from eval.jsonl import has_lone_surrogate
 from vichat import checks
 from vichat.errors import DataError, ViChatError
 from vichat.files import atomic_writer, refuse_overwriting_inputs
+from vichat.jsonl import has_lone_surrogate, refuse_constant
 from vichat.paths import ASSETS
 
 EVAL_DIR = ASSETS / "eval"
@@ -119,7 +119,7 @@ def parse_lines(lines, source: str) -> list[Question]:
             continue
         where = f"{source}:{number}"
         try:
-            row = json.loads(line, parse_constant=_refuse_constant)
+            row = json.loads(line, parse_constant=refuse_constant)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         except RecursionError:
@@ -151,10 +151,6 @@ def parse_lines(lines, source: str) -> list[Question]:
     if not questions:
         raise DataError(f"{source}: no questions in this file")
     return questions
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def decode_utf8(data: bytes, source: str) -> str:

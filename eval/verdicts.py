@@ -27,12 +27,12 @@ from pathlib import Path
 
 from eval.answers import file_name
 from eval.client import ClientConfig, normalise_endpoint
-from eval.jsonl import JsonlAppender, read_records
 from eval.parse import MAX_SCORE
 from eval.scoring import PairScore, combine_orders
 from eval.sets import EvalSet
 from vichat import checks
 from vichat.errors import DataError, ViChatError
+from vichat.jsonl import JsonlAppender, read_records
 from vichat.paths import ASSETS
 
 PROMPT_FILE = ASSETS / "judge" / "pair.json"

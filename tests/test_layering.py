@@ -10,7 +10,7 @@ import pytest
 
 from vichat.paths import REPO_ROOT
 
-ABOVE = {"eval", "train", "ui", "bench", "tests", "app"}
+ABOVE = {"eval", "train", "ui", "bench", "tests", "app", "testkit"}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

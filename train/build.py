@@ -55,7 +55,6 @@ from vichat import checks
 from vichat.data import (
     DatasetStats,
     HFCounter,
-    RecordError,
     TokenCounter,
     compute_stats,
     load_token_counter,
@@ -70,6 +69,7 @@ from vichat.files import (
     atomic_write_text,
     refuse_overwriting_inputs,
 )
+from vichat.jsonl import RecordError
 from vichat.paths import REPO_ROOT, cache_dir
 
 CONFIG = Path(__file__).resolve().parent.parent / "assets" / "mixtures.yaml"

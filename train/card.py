@@ -437,6 +437,13 @@ def recipe_lines(facts: dict) -> list[str]:
         ("validation loss", _number(pick(m.get("eval_loss")))),
         ("training tokens/s", _number(pick(m.get("train_tokens_per_s")), 0)),
     ]
+    stop = m.get("early_stopping")
+    if isinstance(stop, dict) and stop.get("best_checkpoint_loaded"):
+        rows.append((
+            "early stopping",
+            f"patience {stop.get('early_stopping_patience', '?')}: stopped at step {stop.get('stopped_at_step', '?')} "
+            f"of {stop.get('planned_steps', '?')}, weights of step {stop.get('best_step', '?')}",
+        ))  # fmt: skip
     out = ["| setting | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]  # as recorded: 3e-05 stays 3e-05
     return out
@@ -502,7 +509,9 @@ def base_lines(facts: dict) -> list[str]:
 def known_issues(meta: dict) -> list[str]:
     """``vichat.json``'s ``known_issues``: what a user must know about this adapter (strings only)."""
     notes = meta.get("known_issues") or []
-    return [str(n).strip() for n in notes if isinstance(n, str) and n.strip()] if isinstance(notes, list) else []
+    return (
+        [str(n).strip() for n in notes if isinstance(n, str) and n.strip()] if isinstance(notes, list) else []
+    )
 
 
 def render_card(adapter_dir: Path, run_dir: Path | None = None, models_file: str | Path = MODELS_YAML) -> str:

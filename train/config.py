@@ -10,6 +10,13 @@ the flag: a preset that is not UTF-8, not YAML or not a mapping, unknown keys, a
 zero, negative, out of range, a total batch the micro-batch does not divide). The numeric bounds live in one
 table, :data:`BOUNDS`, checked through :mod:`vichat.checks`. :func:`parse` is the one entry point: the CLI and
 the app's Train tab both call it (the tab through :func:`validate`) on the same argument list.
+
+Early stopping is two keys of our own on top of transformers' (:class:`ViChatTrainingArguments`):
+``early_stopping_patience: 3`` stops the run after 3 evaluations in a row without a lower validation loss,
+and the adapter saved is the best evaluation's weights; ``early_stopping_threshold`` (nats/token, default 0) is
+how much lower a loss must be to count. transformers' callback needs more settings to agree (the best checkpoint
+loaded at the end, judged by ``eval_loss``, a checkpoint at every evaluation); :func:`setup_early_stopping`
+sets them, or refuses the preset in our words, so a user never meets transformers' own errors.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ BOUNDS: dict[str, dict[str, Any]] = {
     "seed": {"minimum": 0, "maximum": 2**32 - 1, "integer": True},
     "data_seed": {"minimum": 0, "maximum": 2**32 - 1, "integer": True, "allow_none": True},
     "dataloader_num_workers": {"minimum": 0, "maximum": 256, "integer": True},
+    # ViChatTrainingArguments
+    "early_stopping_patience": {"minimum": 1, "maximum": 10**6, "integer": True, "allow_none": True},
+    "early_stopping_threshold": {"minimum": 0, "maximum": 100},
 }
 
 LIST_KEYS = frozenset({"train_files", "validation_files", "target_modules"})
@@ -157,6 +167,88 @@ class DataArguments:
         check_values(dataclasses.asdict(self))
         if not self.train_files:
             raise PresetError("train_files is empty: name at least one JSONL file")
+
+
+@dataclass
+class ViChatTrainingArguments(TrainingArguments):
+    """transformers' TrainingArguments plus early stopping on the validation loss (off unless a patience is set)."""
+
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop after this many evaluations in a row without a lower validation loss, keeping the "
+            "best evaluation's weights (off when unset)"
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "with early_stopping_patience: how much lower (nats/token) a validation loss must be"
+        },
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """transformers' own settings only, so a config of the TrainingArguments family can be built from it
+        (``bench.trl_peer`` builds TRL's SFTConfig so); the early-stopping keys are recorded in metrics.json."""
+        d = super().to_dict()
+        for name in ("early_stopping_patience", "early_stopping_threshold"):
+            d.pop(name, None)
+        return d
+
+
+def _strategy(value: Any) -> str:
+    """An eval/save strategy as its plain name ("steps", "epoch", "no", "best"), enum or string."""
+    return str(getattr(value, "value", value)).lower()
+
+
+def setup_early_stopping(values: dict[str, Any]) -> None:
+    """Settle the settings transformers' EarlyStoppingCallback needs, or refuse the preset in our words.
+
+    With ``early_stopping_patience``: evaluation must be on and have a validation split to run on; the best
+    checkpoint is kept and loaded at the end (``load_best_model_at_end``), judged by ``eval_loss`` (lower is
+    better); and a checkpoint is saved at every evaluation (``save_strategy`` = ``eval_strategy``,
+    ``save_steps`` = ``eval_steps``), else the best evaluation could fall between two saves and be lost.
+    """
+    patience = values.get("early_stopping_patience")
+    if patience is None:
+        if values.get("early_stopping_threshold"):
+            raise PresetError(
+                "early_stopping_threshold works with early_stopping_patience (the evaluations to wait for a "
+                "lower validation loss): set early_stopping_patience too, or drop the threshold"
+            )
+        return
+    strategy = _strategy(values.get("eval_strategy"))
+    if strategy not in ("steps", "epoch"):
+        raise PresetError(
+            "early_stopping_patience watches the validation loss, but eval_strategy is "
+            f"{strategy}: set eval_strategy steps (or epoch), or drop early_stopping_patience"
+        )
+    if not values.get("validation_files") and not values.get("validation_fraction"):
+        raise PresetError(
+            "early_stopping_patience needs a validation split: set validation_fraction above 0 (e.g. 0.1) or "
+            "validation_files, or drop early_stopping_patience"
+        )
+    metric = values.get("metric_for_best_model")
+    if metric not in (None, "loss", "eval_loss") or values.get("greater_is_better"):
+        raise PresetError(
+            "early stopping judges by the validation loss (lower is better): remove metric_for_best_model "
+            f"({metric}) and greater_is_better from the preset"
+        )
+    values.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    if _strategy(values.get("save_strategy")) == "best":  # saves exactly when the loss is a new best
+        return
+    if strategy == "epoch":
+        values["save_strategy"] = "epoch"
+        return
+    every = values.get("eval_steps") or values["logging_steps"]  # transformers' own default for eval_steps
+    if _strategy(values.get("save_strategy")) != "steps" or values.get("save_steps") != every:
+        when = f"every {every:g} steps" if every >= 1 else f"every {every:g} of the run"
+        print(
+            f"note: early stopping saves a checkpoint at every evaluation ({when}), in place of save_strategy "
+            f"{_strategy(values.get('save_strategy'))}, save_steps {values.get('save_steps'):g}",
+            file=sys.stderr,
+        )
+    values.update(eval_steps=every, save_strategy="steps", save_steps=every)
 
 
 def world_size() -> int:
@@ -298,13 +390,15 @@ def _take(argv: list[str], flag: str) -> str | None:
     return None
 
 
-def parse(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments, bool]:
+def parse(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, ViChatTrainingArguments, bool]:
     """(model, data, training, resume) from ``--config FILE`` plus command-line overrides, all checked."""
     argv = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in argv
     argv = [a for a in argv if a != "--resume"]
     config = _take(argv, "--config")
-    parser = _Parser((ModelArguments, DataArguments, TrainingArguments))
+    parser = _Parser((ModelArguments, DataArguments, ViChatTrainingArguments))
     known = {a.dest for a in parser._actions}
     preset: dict = {}
     if config is not None:
@@ -321,8 +415,9 @@ def parse(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments,
     values = vars(namespace)
     check_values(values)  # the command line's values, with the preset's under them
     accumulation(values["total_batch_size"], values["per_device_train_batch_size"], world_size())
+    setup_early_stopping(values)
     groups = []
-    for dtype in (ModelArguments, DataArguments, TrainingArguments):
+    for dtype in (ModelArguments, DataArguments, ViChatTrainingArguments):
         keys = {f.name for f in dataclasses.fields(dtype) if f.init}
         try:
             groups.append(dtype(**{k: v for k, v in values.items() if k in keys}))
@@ -334,10 +429,11 @@ def parse(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments,
     return model, data, training, resume
 
 
-def validate(argv: list[str]) -> None:
+def validate(argv: list[str]) -> tuple[ModelArguments, DataArguments, ViChatTrainingArguments]:
     """Raise :class:`PresetError` (a SettingsError) if ``python -m train.lora ARGV`` would refuse to start.
 
     For the app's Train tab: the same checks as the CLI (preset file, keys, every number, batch sizes), run
-    before a subprocess is started. Loads no model and reads no data.
+    before a subprocess is started. Loads no model and reads no data. Returns the settings the run will get.
     """
-    parse(argv)
+    model, data, training, _ = parse(argv)
+    return model, data, training

@@ -38,16 +38,16 @@ from train.card import ADAPTER_CONFIG as CONFIG_FILE
 from train.card import CARD, recorded_base, write_card
 from train.config import DataArguments, ModelArguments, PresetError, accumulation, parse, world_size
 from train.dataset import IGNORE, PadToLongest, encode_all, load_records, split
-from train.report import loss_plot, table_ii
+from train.report import loss_plot, read_loss_log, repair_loss_log, table_ii
 from train.trainer import (
     CheckpointGuard,
     LossLog,
     TrainingDiverged,
     ViChatTrainer,
     diverged,
+    early_stopping,
     find_checkpoints,
-    read_loss_log,
-    repair_loss_log,
+    stopping_summary,
     trainable_finite,
 )
 from vichat.cli import run as run_cli
@@ -234,6 +234,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
     out = Path(training.output_dir)
     check_paths(out, data_args)
     records = load_data(data_args, training.seed)  # before any model loads, and before the folder is touched
+    if training.early_stopping_patience and not records[1]:
+        raise PresetError("early_stopping_patience needs validation records: none were held out")
     is_main = local_rank == 0 and int(os.environ.get("RANK", 0)) == 0
     lock = OutputLock(out, f"train.lora (output_dir {out})") if is_main else contextlib.nullcontext()
     with lock:
@@ -316,19 +318,29 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         train_dataset=Dataset.from_list(train_set),
         eval_dataset=Dataset.from_list(val_set) if val_set else None,
         data_collator=collator,
-        callbacks=[CheckpointGuard(), LossLog(out / "loss.jsonl")],
+        callbacks=[CheckpointGuard(), LossLog(out / "loss.jsonl"), *early_stopping(training)],
         labelled_logits_only=not data_args.baseline,
     )
     start = time.time()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.time() - start
     metrics = dict(result.metrics)
+    stopping = stopping_summary(training, trainer.state)
     if val_set:
-        last = [h for h in trainer.state.log_history if "eval_loss" in h][-1:]
-        if last and last[0].get("step") == trainer.state.global_step:  # the Trainer just evaluated at the end
-            metrics.update({k: v for k, v in last[0].items() if k.startswith("eval_")})
+        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+        if (
+            stopping and stopping["best_checkpoint_loaded"]
+        ):  # the weights are the best evaluation's, not the last's
+            weights_step = stopping["best_step"]
+        else:
+            weights_step = trainer.state.global_step
+        same = [h for h in evals if h.get("step") == weights_step][-1:]
+        if same:  # the Trainer already evaluated these very weights
+            metrics.update({k: v for k, v in same[0].items() if k.startswith("eval_")})
         else:
             metrics.update(trainer.evaluate())
+    if stopping:
+        metrics["early_stopping"] = stopping
     metrics["train_tokens_seen"] = trainer.tokens_seen
     metrics["padding_free"] = padding_free_on
     metrics["train_tokens_per_s"] = trainer.tokens_seen / seconds if seconds else 0.0
@@ -401,15 +413,40 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         f"{data_args.total_batch_size} = {micro} x {training.gradient_accumulation_steps} x {world_size}, "
         f"max length {data_args.max_length}\n"
         f"- final train loss {metrics.get('train_loss', float('nan')):.4f}; validation loss "
-        f"{metrics.get('eval_loss', float('nan')):.4f}; {metrics['train_tokens_per_s']:.0f} tokens/s\n\n"
+        f"{metrics.get('eval_loss', float('nan')):.4f}; {metrics['train_tokens_per_s']:.0f} tokens/s\n"
+        f"{stopping_line(stopping)}\n"
         "![loss](loss.png)\n",
     )
     try:  # from the files just written; the run's results are saved whatever happens here
         write_card(adapter_dir, out, model_args.models_file)
     except ViChatError as e:
-        print(f"note: no model card written ({e}); fix that, then: python -m train.card {adapter_dir}", file=sys.stderr)
+        print(
+            f"note: no model card written ({e}); fix that, then: python -m train.card {adapter_dir}",
+            file=sys.stderr,
+        )
     print(f"adapter written to {adapter_dir} (card {CARD}); report {out / 'report.md'}", file=sys.stderr)
     return metrics
+
+
+def stopping_line(stopping: dict | None) -> str:
+    """The report's line on early stopping ("" when it was off)."""
+    if not stopping:
+        return ""
+    where = (
+        f"stopped early at step {stopping['stopped_at_step']} of {stopping['planned_steps']}"
+        if stopping["stopped_early"]
+        else f"ran all {stopping['planned_steps']} steps"
+    )
+    best = (
+        f"the adapter holds step {stopping['best_step']}'s weights (best validation loss "
+        f"{stopping['best_eval_loss']:.4f})"
+        if stopping["best_checkpoint_loaded"]
+        else "no evaluation was saved before the end, so the adapter holds the last step's weights"
+    )
+    return (
+        f"- early stopping (patience {stopping['early_stopping_patience']} evaluations, threshold "
+        f"{stopping['early_stopping_threshold']:g}): {where}; {best}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

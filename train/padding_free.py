@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from vichat.loading import inner_model
+
 NAME = "vichat_varlen_sdpa"
 SUPPORTED = ("gemma3_text", "gemma3", "gemma2", "gemma", "llama", "mistral", "qwen2", "qwen3")
 
@@ -63,7 +65,7 @@ def register() -> None:
 
 def enable(model, max_length: int) -> bool:
     """Switch ``model`` (a PEFT or plain causal LM) to padding-free attention where it applies (see supports)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = inner_model(model)
     if not supports(base.config, max_length):
         return False
     register()
@@ -72,6 +74,6 @@ def enable(model, max_length: int) -> bool:
 
 
 def disable(model) -> None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = inner_model(model)
     if getattr(base.config, "_attn_implementation", None) == NAME:
         base.set_attn_implementation("sdpa")

@@ -66,16 +66,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from vichat.data import (
+from vichat.errors import DataError, PromptError
+from vichat.jsonl import (
     FILE_KINDS,
     JSONProblem,
     RecordError,
-    _json_type,
     decode_json,
     encoding_error,
     iter_json_lines,
+    json_type,
 )
-from vichat.errors import DataError, PromptError
 from vichat.prompts import MAX_PROMPT_CHARS, history_instruction
 
 Row = Mapping[str, Any]
@@ -488,7 +488,7 @@ def _jsonl_rows(file: Path) -> list[LocatedRow]:
                     str(file),
                     number,
                     "not_object",
-                    f"expected a JSON object per line, got {_json_type(value)}",
+                    f"expected a JSON object per line, got {json_type(value)}",
                 )
             if error is not None and error.kind == "json_array":
                 raise DataError(
@@ -564,7 +564,7 @@ def _json_rows(file: Path) -> list[LocatedRow]:
             lists = [item for item in value.values() if isinstance(item, list)]
             value = lists[0] if len(lists) == 1 else [value]
         if not isinstance(value, list):
-            raise DataError(f"{file}: expected a JSON array of objects, got {_json_type(value)}")
+            raise DataError(f"{file}: expected a JSON array of objects, got {json_type(value)}")
         where = f"{file}:{lines.at(pos)}"
         return _objects(file, [(f"{where} (row {index + 1})", row) for index, row in enumerate(value)])
     rows: list[tuple[str, Any]] = []
@@ -595,7 +595,7 @@ def _json_rows(file: Path) -> list[LocatedRow]:
 
 def _objects(file: Path, rows: list[tuple[str, Any]]) -> list[LocatedRow]:
     errors = [
-        f"{where}: expected a JSON object (a row), got {_json_type(row)}"
+        f"{where}: expected a JSON object (a row), got {json_type(row)}"
         for where, row in rows
         if not isinstance(row, dict)
     ]

@@ -8,6 +8,11 @@ trainable (LoRA) weights before a checkpoint is saved (a non-finite weight stops
 is never written) and, once the Trainer has written every file of it, fsyncs them and writes a marker
 (``vichat_checkpoint.json``) last. :func:`find_checkpoints` accepts a folder on resume only with its marker, the
 files it lists at their sizes, a readable ``trainer_state.json`` and finite adapter weights.
+
+Early stopping (``early_stopping_patience`` in a preset) is transformers' ``EarlyStoppingCallback``;
+``train.config`` has already set what it needs (the best checkpoint kept and loaded at the end, judged by
+``eval_loss``, a checkpoint at every evaluation), and :func:`stopping_summary` says afterwards where it stopped
+and which step's weights the adapter holds.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from train.dataset import IGNORE
 from vichat.errors import ViChatError
-from vichat.files import atomic_write_json, atomic_write_text
+from vichat.files import atomic_write_json
+from vichat.loading import inner_model
 
 CHECKPOINT_MARKER = "vichat_checkpoint.json"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -166,7 +172,7 @@ def head_bypassed(model):
     The real head is yielded so the caller applies it to the labelled positions only. The forward still goes
     through the (DDP/PEFT-)wrapped model, so distributed gradient sync works as usual; the head is frozen.
     """
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = inner_model(model)
     head = inner.get_output_embeddings()
     inner.set_output_embeddings(torch.nn.Identity())
     try:
@@ -208,7 +214,7 @@ class ViChatTrainer(Trainer):
     def __init__(self, *args, labelled_logits_only: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         unwrapped = self.accelerator.unwrap_model(self.model)
-        config = (unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped).config
+        config = inner_model(unwrapped).config
         # A soft-capped head (Gemma 2) applies tanh after the head, inside forward: keep the plain path there.
         self.labelled_logits_only = labelled_logits_only and not getattr(
             config, "final_logit_softcapping", None
@@ -276,37 +282,36 @@ class LossLog(TrainerCallback):
                 f.write(json.dumps(row) + "\n")
 
 
-def _loss_rows(path: Path) -> tuple[list[dict], bool]:
-    """The whole rows of a loss log, and whether every line was one (a kill can cut the last line)."""
-    rows, clean = [], True
-    text = path.read_text(encoding="utf-8", errors="replace")
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            clean = False
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-        else:
-            clean = False
-    return rows, clean and (not text or text.endswith("\n"))
+# --------------------------------------------------------------------------- early stopping
 
 
-def repair_loss_log(path: Path) -> None:
-    """Before a resume appends to it: drop a cut-short last line (atomically), so new rows stay whole."""
-    if not path.is_file():
-        return
-    rows, clean = _loss_rows(path)
-    if not clean:
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_loss_log(path: Path) -> list[dict]:
-    if not path.is_file():
+def early_stopping(args) -> list[TrainerCallback]:
+    """transformers' early stopping on the validation loss when the preset asks for it, else nothing."""
+    patience = getattr(args, "early_stopping_patience", None)
+    if not patience:
         return []
-    rows, _ = _loss_rows(path)  # a line cut short by a kill, or blank, is skipped
-    last: dict[tuple, dict] = {}
-    for r in rows:  # after a resume the same steps are logged again: keep the latest
-        last[(r["step"], "eval_loss" in r)] = r
-    return sorted(last.values(), key=lambda r: (r["step"], "eval_loss" in r))
+    return [EarlyStoppingCallback(patience, getattr(args, "early_stopping_threshold", None) or 0.0)]
+
+
+def stopping_summary(args, state) -> dict | None:
+    """After ``train()`` with early stopping: where it stopped and which evaluation the weights are from.
+
+    ``stopped_early`` is true when the run ended before the steps it planned (max_steps or the epochs);
+    ``best_step`` and ``best_eval_loss`` describe the checkpoint the Trainer loaded back at the end.
+    None when early stopping was off.
+    """
+    patience = getattr(args, "early_stopping_patience", None)
+    if not patience:
+        return None
+    best_step = getattr(state, "best_global_step", None)
+    best = [h for h in state.log_history if "eval_loss" in h and h.get("step") == best_step]
+    return {
+        "early_stopping_patience": patience,
+        "early_stopping_threshold": getattr(args, "early_stopping_threshold", None) or 0.0,
+        "stopped_at_step": state.global_step,
+        "planned_steps": state.max_steps,
+        "stopped_early": state.global_step < state.max_steps,
+        "best_step": best_step,
+        "best_eval_loss": best[-1]["eval_loss"] if best else state.best_metric,
+        "best_checkpoint_loaded": bool(args.load_best_model_at_end and state.best_model_checkpoint),
+    }

@@ -28,7 +28,7 @@ How it works
   locked (created if missing), so a second translation into it stops with a message.
 
 The Google client is deep-translator's ``GoogleTranslator`` with its endpoint made a setting
-(``--url``) so a stand-in server on 127.0.0.1 can answer (see ``train.fake_translate_server``),
+(``--url``) so a stand-in server on 127.0.0.1 can answer (see ``testkit.translate_server``),
 plus what the library's ``translate`` lacks for bulk use: a timeout, per-thread HTTP sessions,
 query parameters built per call (the library mutates shared state), and errors that say which
 HTTP status came back.
@@ -66,6 +66,7 @@ from vichat.cli import run
 from vichat.data import read_jsonl_strict
 from vichat.errors import DataError, SettingsError
 from vichat.files import OutputLock, atomic_write_lines, atomic_writer, refuse_overwriting_inputs
+from vichat.jsonl import parse_object
 
 GOOGLE_URL = BASE_URLS["GOOGLE_TRANSLATE"]
 TRANSLATORS = ("google", "none")
@@ -692,10 +693,10 @@ class Journal:
         clean = True
         with self.path.open("rb") as stream:
             first = stream.readline()
-            if _loads(first) != self.header or not first.endswith(b"\n"):
+            if parse_object(first) != self.header or not first.endswith(b"\n"):
                 return {}, False
             for raw in stream:
-                entry = _loads(raw)
+                entry = parse_object(raw)  # None: malformed, cut short, not one of ours
                 if raw.endswith(b"\n") and isinstance(entry, dict) and isinstance(entry.get("i"), int):
                     clean = clean and entry["i"] not in done
                     done[entry["i"]] = raw.decode("utf-8")
@@ -723,13 +724,6 @@ class Journal:
             for index in sorted(offsets):
                 stream.seek(offsets[index])
                 yield json.loads(stream.readline())["record"]
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):  # malformed JSON, bad UTF-8, absurd nesting: not one of ours
-        return None
 
 
 def _file_sha256(path: Path) -> str:
@@ -768,7 +762,11 @@ def translate_file(
             f"{source}: no records to translate (the file is empty or only blank lines); give a JSONL file of records"
         )
     _check_fields(source, records, settings.fields)
-    with OutputLock(_output_folder(target), job=f"train.translate writing {target.name}", name=f".vichat-{target.name}.lock"):
+    with OutputLock(
+        _output_folder(target),
+        job=f"train.translate writing {target.name}",
+        name=f".vichat-{target.name}.lock",
+    ):
         return _translate_locked(source, target, journal_path, failures_path, records, settings, client)
 
 

@@ -2,12 +2,17 @@
 
 Every numeric setting a handler takes goes through vichat.checks (the CLIs' checker), so NaN, infinities,
 strings, negatives and out-of-range values get the same message in the app as on the command line, as a
-``gr.Error``, never a traceback.
+``gr.Error``, never a traceback. A handler turns the user's mistakes (ViChatError) into that message with
+``with refusals():``; the settings controls and their values follow GenerationSettings' fields.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from typing import TypeVar
 
 import gradio as gr
 
@@ -17,6 +22,7 @@ from vichat.generation import RANGES, GenerationSettings
 from vichat.prompts import check_instruction
 from vichat.registry import Registry
 
+T = TypeVar("T")
 DEFAULT_PAIRS = (("Gemma-Base", "Gemma-Chat"), ("Bloomz", "Bloomz-Chat"), ("GPTJ", "GPTJ-Chat"))
 
 
@@ -72,10 +78,9 @@ def default_pair(registry: Registry) -> tuple[str, str]:
 
 def describe_variant(registry: Registry, name: str) -> str:
     """One line: what the variant is, its template, and whether it runs here (and why not)."""
-    try:
-        v = registry.variant(name)
-    except ViChatError as e:
-        return str(e)
+    v, why = outcome(registry.variant, name)
+    if why is not None:
+        return why
     a = registry.availability(name)
     status = "ready" if a.ok else f"**unavailable here**: {a.reason}"
     return f"{v.description or v.base} · template `{v.template}` · {status}"
@@ -85,10 +90,9 @@ def unavailable_reason(registry: Registry, name: str | None) -> str | None:
     """Why ``name`` cannot run here (unknown or unavailable), or None when it can."""
     if not name:
         return "choose a variant"
-    try:
-        a = registry.availability(name)
-    except ViChatError as e:
-        return str(e)
+    a, why = outcome(registry.availability, name)
+    if why is not None:
+        return why
     return None if a.ok else f"{name} is unavailable here: {a.reason}"
 
 
@@ -101,36 +105,40 @@ def require_ready(registry: Registry, name: str | None) -> str:
 
 # ------------------------------------------------------------------------------------------- settings
 
+# What the pages show of GenerationSettings: the label of each field's control. Which fields and in what
+# order come from the dataclass (a field not named here, top_p, keeps its default); settings_controls,
+# make_settings, settings_or_error and settings_problems all take the values in that order.
+LABELS = {
+    "max_new_tokens": "max new tokens",
+    "temperature": "temperature (0 = greedy)",
+    "top_k": "top-k (0 = off)",
+    "repetition_penalty": "repetition penalty",
+    "seed": "seed (empty = random)",
+}
+SETTINGS_FIELDS = tuple(f.name for f in fields(GenerationSettings) if f.name in LABELS)
+INTEGRAL = tuple(f.name for f in fields(GenerationSettings) if f.type in ("int", int))
+SLIDER_STEP = 0.05  # for the settings that are not whole numbers
+SEED_MAX = 2**32 - 1
+
 
 def settings_controls() -> list[gr.components.Component]:
-    d = GenerationSettings()
+    """One control per shown setting, at the paper's default: a slider over its range; the seed a number box."""
+    defaults = GenerationSettings()
     with gr.Accordion("Generation settings (the paper's defaults)", open=False):
-        return [
-            gr.Slider(*RANGES["max_new_tokens"], value=d.max_new_tokens, step=1, label="max new tokens"),
-            gr.Slider(
-                *RANGES["temperature"], value=d.temperature, step=0.05, label="temperature (0 = greedy)"
-            ),
-            gr.Slider(*RANGES["top_k"], value=d.top_k, step=1, label="top-k (0 = off)"),
-            gr.Slider(
-                *RANGES["repetition_penalty"],
-                value=d.repetition_penalty,
-                step=0.05,
-                label="repetition penalty",
-            ),
-            gr.Number(value=None, precision=0, label="seed (empty = random)"),
-        ]
+        return [_control(name, getattr(defaults, name)) for name in SETTINGS_FIELDS]
 
 
-def make_settings(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> GenerationSettings:
-    """Validated settings from the UI's values; a bad value becomes a message, never a traceback."""
-    try:
-        return settings_or_error(max_new_tokens, temperature, top_k, repetition_penalty, seed)
-    except ViChatError as e:
-        raise gr.Error(str(e)) from None
+def _control(name: str, default) -> gr.components.Component:
+    if name not in RANGES:  # the seed: any whole number, empty for a random one
+        return gr.Number(value=default, precision=0, label=LABELS[name])
+    step = 1 if name in INTEGRAL else SLIDER_STEP
+    return gr.Slider(*RANGES[name], value=default, step=step, label=LABELS[name])
 
 
-SEED_MAX = 2**32 - 1
-INTEGRAL = ("max_new_tokens", "top_k")
+def make_settings(*values) -> GenerationSettings:
+    """Validated settings from the UI's values (settings_controls' order); a bad value becomes a message."""
+    with refusals():
+        return settings_or_error(*values)
 
 
 def checked_setting(name: str, value):
@@ -146,27 +154,17 @@ def checked_setting(name: str, value):
     return checks.number(name, value, minimum=low, maximum=high, integer=name in INTEGRAL)
 
 
-def settings_or_error(
-    max_new_tokens, temperature, top_k, repetition_penalty, seed, top_p=1.0
-) -> GenerationSettings:
-    """GenerationSettings from the UI's values; raises SettingsError naming the bad one."""
-    values = {
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "repetition_penalty": repetition_penalty,
-        "seed": seed,
-    }
-    return GenerationSettings(**{name: checked_setting(name, v) for name, v in values.items()})
+def settings_or_error(*values, **hidden) -> GenerationSettings:
+    """GenerationSettings from the UI's values (settings_controls' order) and any ``hidden`` field by name
+    (``top_p=``); raises SettingsError naming the bad one."""
+    named = dict(zip(SETTINGS_FIELDS, values, strict=True)) | hidden
+    return GenerationSettings(**{name: checked_setting(name, v) for name, v in named.items()})
 
 
 def ui_number(name: str, value, **bounds):
     """vichat.checks.number for a handler: a bad value becomes a gr.Error naming the field."""
-    try:
+    with refusals():
         return checks.number(name, value, **bounds)
-    except ViChatError as e:
-        raise gr.Error(str(e)) from None
 
 
 def session_of(request) -> str:
@@ -179,6 +177,29 @@ def refusal(error: ViChatError):
     return gr.Error(str(error))
 
 
+@contextlib.contextmanager
+def refusals() -> Iterator[None]:
+    """``with refusals():`` around a handler's steps: a ViChatError raised inside (a user's mistake) reaches
+    the page as its :func:`refusal`, never as a traceback. Works around ``yield`` in a streaming handler."""
+    try:
+        yield
+    except ViChatError as e:
+        raise refusal(e) from None
+
+
+def outcome(step: Callable[..., T], *args) -> tuple[T | None, str | None]:
+    """``(step(*args), None)``, or ``(None, message)`` when it raises a ViChatError (a user's mistake)."""
+    try:
+        return step(*args), None
+    except ViChatError as e:
+        return None, str(e)
+
+
+def problem(step: Callable[..., object], *args) -> str | None:
+    """The message of the ViChatError that ``step(*args)`` raises, or None when it passes."""
+    return outcome(step, *args)[1]
+
+
 # ------------------------------------------------------------------------------------------ validation
 
 
@@ -188,30 +209,12 @@ def check(condition_message: str | None) -> dict:
 
 
 def prompt_problem(text) -> str | None:
-    try:
-        check_instruction(text if text is not None else "")
-    except ViChatError as e:
-        return str(e)
-    return None
+    return problem(check_instruction, text if text is not None else "")
 
 
-def settings_problems(max_new_tokens, temperature, top_k, repetition_penalty, seed) -> list[str | None]:
+def settings_problems(*values) -> list[str | None]:
     """One message (or None) per settings control, in settings_controls' order."""
-    values = {
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "top_k": top_k,
-        "repetition_penalty": repetition_penalty,
-        "seed": seed,
-    }
-    out: list[str | None] = []
-    for name, value in values.items():
-        try:
-            checked_setting(name, value)
-            out.append(None)
-        except ViChatError as e:
-            out.append(str(e))
-    return out
+    return [problem(checked_setting, name, v) for name, v in zip(SETTINGS_FIELDS, values, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------- cancellation
@@ -243,3 +246,19 @@ class Cancellations:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+def loading_notes(registry: Registry, names, cancel=None, poll_s: float = 0.5):
+    """While a base that ``names`` need is still loading (the app preloads the default one at start), yield
+    what it is doing ("converting the bundled model, once (12 s so far, about 28 s left)") every ``poll_s``;
+    return once every base is ready (or failed: the request itself then says why)."""
+    import time
+
+    bases = {registry.variant(n).base for n in names if registry.variant(n).backend == "local"}
+    while cancel is None or not cancel.is_set():
+        busy = [(b, registry.load_status(b)) for b in sorted(bases)]
+        busy = [(b, s) for b, s in busy if s.state == "loading"]
+        if not busy:
+            return
+        yield "; ".join(f"{b}: {s.describe()}" for b, s in busy)
+        time.sleep(poll_s)

@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ui.common import refusal, session_of, ui_number
+from ui.common import refusals, session_of, ui_number
 from ui.public import BASE_TOKENIZER, MB, Guard, check_upload_size
 from vichat.data import (
     WHITESPACE_TOKENIZER,
@@ -257,11 +257,10 @@ class DatasetBrowser:
                              integer=True)  # fmt: skip
         number = ui_number("page", number or 1, minimum=1, integer=True)
         try:
-            loaded = self.load(name, uploaded, session_of(request))
-            counter = self.counter(tok)
-            prompt_t, response_t = loaded.sample_tokens(counter)
-        except ViChatError as e:
-            raise refusal(e) from None
+            with refusals():
+                loaded = self.load(name, uploaded, session_of(request))
+                counter = self.counter(tok)
+                prompt_t, response_t = loaded.sample_tokens(counter)
         except OSError as e:  # the file vanished or cannot be read between the listing and now
             raise gr.Error(f"{name}: cannot read it ({e.strerror or e}): rescan or upload it again") from None
         records = loaded.result.records

@@ -2,8 +2,11 @@
 paper) or, without an API key, score them offline (chrF, optionally NLL) against the reference answers.
 
 Every step is the eval package's: eval.answers.generate_answers, eval.judge.plan / run_judgments,
-eval.offline.compute_nll, eval.report.build_report / write_report. Results land in the same files the CLIs
-write (``<runs>/eval``), so a CLI run and an app run share answers, verdicts and their caches.
+eval.offline.compute_nll, eval.report.build_report / write_report, and eval.diagnostics for how far to trust
+the judge (summary_table: flip rate, position bias, length correlations, the cost used beside the estimate;
+show_question and the Diagnostics rows for the per-question viewer), the functions ``python -m
+eval.diagnostics`` prints. Results land in the same files the CLIs write (``<runs>/eval``), so a CLI run and
+an app run share answers, verdicts and their caches.
 
 The API key lives only in this run's memory: the field is a password box, it is never returned to the page,
 written, or logged, and the events that take it are left out of Gradio's run history.
@@ -28,13 +31,24 @@ from eval import judge as judging
 from eval.answers import REFERENCE, answers_path, generate_answers, paper_settings
 from eval.answers import lock_for as answers_lock
 from eval.client import BASE_URL_ENV, DEFAULT_BASE_URL, ChatClient, ClientConfig
+from eval.diagnostics import (
+    LENGTH_UNIT,
+    MISSING,
+    UNPARSABLE,
+    Diagnostics,
+    OrderVerdict,
+    QuestionRow,
+    flip_of,
+    markdown_section,
+    show_question,
+    summary_table,
+)
 from eval.offline import TOTAL, compute_nll, has_nll
 from eval.report import ReportData, build_report, main_table, write_report
 from eval.sets import BUILTIN, EvalSet, load_eval_set
 from eval.verdicts import collect, judgments_path
-from ui.common import default_pair, refusal, session_of, ui_number, unavailable_reason, variant_choices
+from ui.common import default_pair, refusals, session_of, ui_number, unavailable_reason, variant_choices
 from ui.public import Guard, check_servable
-from vichat import checks
 from vichat.errors import SettingsError, ViChatError
 from vichat.registry import Registry
 
@@ -48,10 +62,8 @@ def first_questions(set_name: str, n: int) -> EvalSet:
     """The first ``n`` questions of a set, under the set's own name (so its answer files are shared)."""
     if set_name not in BUILTIN:  # never a path: the field must not read files a visitor names
         raise gr.Error(f"the eval set must be one of {', '.join(BUILTIN)}, got {str(set_name)[:60]!r}")
-    try:
+    with refusals():
         full = load_eval_set(set_name)
-    except ViChatError as e:
-        raise gr.Error(str(e)) from None
     n = ui_number("questions", n, minimum=1, maximum=len(full), integer=True)
     return EvalSet(full.name, full.path, full.head(n))
 
@@ -65,19 +77,13 @@ def judge_model_name(text) -> str:
     return name
 
 
-def price_override(text) -> str | None:
-    """The price box's "IN,OUT" checked by vichat.checks (empty: the list price)."""
+def judge_price(judge_model: str, text) -> tuple[float, float] | None:
+    """eval.cost.price_for with the price box's "IN,OUT" (empty: the judge model's list price, else None)."""
     text = (text if isinstance(text, str) else "").strip()
-    if not text:
-        return None
-    parts = text.split(",")
-    if len(parts) != 2:
-        raise SettingsError(f"the price must be 'IN,OUT' in USD per 1M tokens, e.g. 30,60; got {text[:60]!r}")
-    inp, out = (
-        checks.number(f"price {side}", v, minimum=0, maximum=1e6)
-        for side, v in zip(("IN", "OUT"), parts, strict=True)
-    )
-    return f"{inp},{out}"
+    try:
+        return cost.price_for(judge_model, text or None)
+    except ViChatError as e:
+        raise SettingsError(f"the price box: {e}") from None
 
 
 def chosen(registry: Registry, variants: list[str] | None) -> list[str]:
@@ -136,6 +142,123 @@ def chrf_bars(data: ReportData):
     return fig
 
 
+# ------------------------------------------------------------------------------------------ diagnostics
+
+NO_RUN = "no judge diagnostics yet: run the judge with a key (both orders) first"
+FLIP_MARKS = {1.0: " · flips with the order", 0.5: " · half flip"}
+SUMMARY_WIDTHS = ["17%", "8%", "13%", "10%", "13%", "13%", "14%", "12%"]  # summary_table's columns
+
+
+def diagnostics_notes(diagnostics: list[Diagnostics]) -> str:
+    """What the table's columns mean and each comparison's notes: eval.diagnostics.markdown_section (the text
+    of the report and of the CLI) without its heading and its table, which the tab shows as a Dataframe."""
+    lines = markdown_section(diagnostics)[1:]
+    return "\n".join(line for line in lines if not line.startswith("|")).strip()
+
+
+def comparison_of(diagnostics: list[Diagnostics] | None, label) -> Diagnostics:
+    if not diagnostics:
+        raise gr.Error(NO_RUN)
+    found = next((d for d in diagnostics if d.label == label), None)
+    if found is None:
+        raise gr.Error(
+            f"no comparison {str(label)[:80]!r} in this run: choose one of "
+            f"{', '.join(d.label for d in diagnostics)}"
+        )
+    return found
+
+
+def question_choices(d: Diagnostics) -> list[tuple[str, str]]:
+    """(label, question id) for each question of the comparison with a verdict: id, category, flip."""
+    return [
+        (f"{row.question_id} · {row.category}{FLIP_MARKS.get(flip_of(row), '')}", row.question_id)
+        for row in d.rows
+    ]
+
+
+def diagnostics_view(diagnostics: list[Diagnostics]):
+    """After a run: (kept diagnostics, section, summary table, notes, comparison picker, question picker)."""
+    if not diagnostics:
+        empty = gr.update(choices=[], value=None)
+        return [], gr.update(visible=False), table_frame(summary_table([])), "", empty, empty
+    labels = [d.label for d in diagnostics]
+    questions = question_choices(diagnostics[0])
+    return (
+        list(diagnostics),
+        gr.update(visible=True),
+        table_frame(summary_table(diagnostics)),
+        diagnostics_notes(diagnostics),
+        gr.update(choices=labels, value=labels[0]),
+        gr.update(choices=questions, value=questions[0][1]),
+    )
+
+
+def pick_comparison(diagnostics: list[Diagnostics] | None, label):
+    """The question picker for another comparison, its first question chosen."""
+    questions = question_choices(comparison_of(diagnostics, label))
+    return gr.update(choices=questions, value=questions[0][1] if questions else None)
+
+
+def _score(value: float) -> str:
+    return f"{value:g}"
+
+
+def scores_frame(row: QuestionRow) -> pd.DataFrame:
+    """Each order's scores as (first, second) of the comparison, whichever was shown first, and their mean."""
+    rows = []
+    for v in (row.forward, row.swapped):
+        sides = v.for_sides()
+        rows.append(
+            [v.order, v.assistant_1, *(("-", "-") if sides is None else map(_score, sides)), v.status]
+        )
+    averaged, flip = row.averaged, flip_of(row)
+    rows.append(
+        [
+            "mean of the orders judged",
+            "",
+            *(("-", "-") if averaged is None else map(_score, averaged)),
+            "flip needs both orders" if flip is None else f"flip {flip:g}",
+        ]
+    )
+    return pd.DataFrame(rows, columns=["order", "shown first", row.first, row.second, "verdict"])
+
+
+def reasons_label(v: OrderVerdict) -> str:
+    said = {UNPARSABLE: "unreadable: the judge's raw answer", MISSING: "not judged"}.get(
+        v.status, "the judge's reasons"
+    )
+    return f"{v.order} ({v.assistant_1} shown first): {said}"
+
+
+def view_question(diagnostics: list[Diagnostics] | None, label, question_id):
+    """One question of one comparison: (question, first answer, second answer, scores, the judge's reasons in
+    each order, and the text ``python -m eval.diagnostics --show ID`` prints). Blank before any verdict."""
+    if not diagnostics and not question_id:  # a run without verdicts: nothing to show, nothing wrong
+        blank = gr.update(value="")
+        return "", blank, blank, pd.DataFrame(), blank, blank, ""
+    d = comparison_of(diagnostics, label)
+    row = d.row(question_id) if isinstance(question_id, str) else None
+    if row is None:
+        raise gr.Error(
+            f"no verdict for question {str(question_id)[:60]!r} in {d.label}: pick one from the list"
+        )
+    with refusals():
+        text = show_question(diagnostics, row.question_id)
+
+    def answer(name: str, value: str):
+        return gr.update(label=f"{name}'s answer ({len(value)} {LENGTH_UNIT})", value=value)
+
+    return (
+        f"**{row.question_id}** ({row.category}) · {d.label}\n\n{row.question}",
+        answer(row.first, row.first_answer),
+        answer(row.second, row.second_answer),
+        scores_frame(row),
+        gr.update(label=reasons_label(row.forward), value=row.forward.explanation),
+        gr.update(label=reasons_label(row.swapped), value=row.swapped.explanation),
+        text,
+    )
+
+
 class JudgeRunner:
     """The tab's steps over one output folder: answer, estimate, judge, score offline."""
 
@@ -147,10 +270,8 @@ class JudgeRunner:
 
     def check_output(self) -> None:
         """The output folder is writable and servable, before any work (else downloads fail at the end)."""
-        try:
+        with refusals():
             check_servable(self.out_dir, self.served)
-        except ViChatError as e:
-            raise refusal(e) from None
 
     def answer(
         self, variants, set_name, n, nll, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)
@@ -159,7 +280,7 @@ class JudgeRunner:
         eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
         self.check_output()
         added = []
-        try:
+        with refusals():
             self.guard.limiter.take(session_of(request), cost=len(eval_set) * len(variants))
             with answers_lock(self.out_dir, eval_set.name, "the app's Judge tab"):
                 for i, v in enumerate(variants):
@@ -171,8 +292,6 @@ class JudgeRunner:
                     if nll and has_nll(v):
                         progress(i / len(variants), desc=f"NLL: {v}")
                         compute_nll(eval_set, v, self.registry, self.out_dir, batch_size=4)
-        except ViChatError as e:
-            raise gr.Error(str(e)) from None
         return f"Answers for the first {len(eval_set)} {eval_set.name} questions ready ({', '.join(added)})."
 
     def check_run(self, variants, set_name, n, base_url, judge_model, key, single_order, price_text) -> str:
@@ -189,17 +308,17 @@ class JudgeRunner:
         )
 
     def _checked(self, variants, set_name, n, base_url, judge_model, key, price_text):
-        """(eval set, variants, judge model, key, endpoint, price), each checked; a gr.Error otherwise."""
+        """(eval set, variants, judge model, key, endpoint, price), each checked; a gr.Error otherwise.
+
+        The price counts without a key too: the diagnostics price the verdicts already cached."""
         eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
         judge_model = judge_model_name(judge_model)
         key = key.strip() if isinstance(key, str) else ""
-        endpoint, price = None, None
-        try:
+        endpoint = None
+        with refusals():
+            price = judge_price(judge_model, price_text)
             if key:
                 endpoint = self.guard.policy.judge_endpoint(base_url if isinstance(base_url, str) else None)
-                price = cost.price_for(judge_model, price_override(price_text))
-        except ViChatError as e:
-            raise refusal(e) from None
         self.check_output()
         return eval_set, variants, judge_model, key, endpoint, price
 
@@ -208,7 +327,7 @@ class JudgeRunner:
         try:
             eval_set, variants = first_questions(set_name, n), chosen(self.registry, variants)
             judge_model = judge_model_name(judge_model)
-            price = cost.price_for(judge_model, price_override(price_text))
+            price = judge_price(judge_model, price_text)
             endpoint = self.guard.policy.judge_endpoint(base_url if isinstance(base_url, str) else None)
             plan = judging.plan(
                 eval_set, self._comparisons(variants), str(self.out_dir), judge_model,
@@ -224,10 +343,28 @@ class JudgeRunner:
         progress=gr.Progress(track_tqdm=True),
     ):  # fmt: skip
         """Judge with the key when there is one, else the offline scores; (table, chart, bars, files, status)."""
+        return self._scores(
+            *self._report(
+                variants, set_name, n, base_url, judge_model, key, single_order, price_text, progress
+            )
+        )
+
+    def score_and_diagnose(
+        self, variants, set_name, n, base_url, judge_model, key, single_order, price_text,
+        progress=gr.Progress(track_tqdm=True),
+    ):  # fmt: skip
+        """The Run button's last step: :meth:`score`'s five outputs, then :func:`diagnostics_view`'s six."""
+        data, written, files, status = self._report(
+            variants, set_name, n, base_url, judge_model, key, single_order, price_text, progress
+        )
+        return (*self._scores(data, written, files, status), *diagnostics_view(data.diagnostics))
+
+    def _report(self, variants, set_name, n, base_url, judge_model, key, single_order, price_text, progress):
+        """Judge (with a key) and build and write the report: (data, written files, downloads, status)."""
         eval_set, variants, judge_model, key, endpoint, price = self._checked(
             variants, set_name, n, base_url, judge_model, key, price_text
         )  # before any paid call: settings, endpoint, and an output folder the downloads can come from
-        try:
+        with refusals():
             if key:
                 status = self._judge(
                     eval_set, variants, endpoint, judge_model, key, single_order, price, progress
@@ -236,14 +373,15 @@ class JudgeRunner:
                 status = NO_KEY
             data = build_report(
                 eval_set, variants, self.out_dir, judge_model, REFERENCE, bool(single_order),
-                endpoint=endpoint if key else None,
+                endpoint=endpoint if key else None, price=price,
             )  # fmt: skip
             written = write_report(
                 data, self.out_dir / "report" / f"app-{eval_set.name}-first{len(eval_set)}"
             )
-        except ViChatError as e:
-            raise refusal(e) from None
         files = [str(p) for p in written.values()] + self._data_files(eval_set, variants, judge_model)
+        return data, written, files, status
+
+    def _scores(self, data: ReportData, written: dict[str, Path], files: list[str], status: str):
         if data.summaries:
             chart = str(written["chart"]) if "chart" in written else None
             table = table_frame(main_table(data))
@@ -272,9 +410,10 @@ class JudgeRunner:
             f"{result.called} calls, {cost.spent(result.prompt_tokens, result.completion_tokens, price)}"
         ]
         lines += [f"failed: {t.question_id} {t.order}: {m}" for t, m in result.failed[:5]]
-        unreadable = getattr(result, "unparsable", None) or []
-        if unreadable:
-            lines.append(f"{len(unreadable)} verdict(s) unreadable: not cached, asked again on the next run")
+        if result.unparsable:
+            lines.append(
+                f"{len(result.unparsable)} verdict(s) unreadable: not cached, asked again on the next run"
+            )
         collected = collect(plan.tasks, plan.cache)
         lines += judging.summary_lines(eval_set, collected, head_to_head=False)
         return "  \n".join(lines)
@@ -362,7 +501,63 @@ def build_judge_tab(
     )
     chart = gr.Image(label="Scores vs the reference (= 100)", visible=False, elem_id="judge-chart")
     bars = gr.Plot(label="chrF by category", visible=False, elem_id="judge-bars")
-    files = gr.File(label="Downloads: report, table, chart, answers, verdicts", file_count="multiple")
+    files = gr.File(
+        label="Downloads: report, table, chart, per-question diagnostics, answers, verdicts",
+        file_count="multiple",
+    )
+    kept = gr.State([])  # this session's last run's eval.diagnostics.Diagnostics, for the question viewer
+    with gr.Column(visible=False, elem_id="judge-diagnostics") as section:
+        gr.Markdown(
+            "### Judge diagnostics\nHow far to trust the judge: how often its preference flips when the two "
+            "answers swap places, what being shown first is worth, how much its scores follow the answers' "
+            "length, and what the calls cost beside the estimate (the table `python -m eval.diagnostics` "
+            "prints)."
+        )
+        diagnostics_table = gr.Dataframe(
+            table_frame(summary_table([])),
+            label="Per comparison",
+            interactive=False,
+            wrap=True,
+            column_widths=SUMMARY_WIDTHS,  # eight columns: all in view, the cost included
+            elem_id="judge-diagnostics-table",
+        )
+        notes = gr.Markdown(elem_id="judge-diagnostics-notes")
+        gr.Markdown("#### Per question: both answers, both orders' scores and the judge's reasons")
+        with gr.Row():
+            comparison = gr.Dropdown([], value=None, label="Comparison", scale=1, elem_id="judge-comparison")
+            question = gr.Dropdown(
+                [], value=None, label="Question (id · category)", scale=2, elem_id="judge-question"
+            )
+        question_text = gr.Markdown(elem_id="judge-question-text")
+        with gr.Row():
+            first_answer = gr.Textbox(
+                label="first answer", lines=6, max_lines=24, interactive=False, buttons=["copy"],
+                elem_id="judge-answer-first",
+            )  # fmt: skip
+            second_answer = gr.Textbox(
+                label="second answer", lines=6, max_lines=24, interactive=False, buttons=["copy"],
+                elem_id="judge-answer-second",
+            )  # fmt: skip
+        question_scores = gr.Dataframe(
+            pd.DataFrame(),
+            label="Scores as the comparison's (first, second), whichever was shown first",
+            interactive=False,
+            elem_id="judge-question-scores",
+        )
+        with gr.Row():
+            forward_reasons = gr.Textbox(
+                label="forward: the judge's reasons", lines=4, max_lines=24, interactive=False,
+                elem_id="judge-reasons-forward",
+            )  # fmt: skip
+            swapped_reasons = gr.Textbox(
+                label="swapped: the judge's reasons", lines=4, max_lines=24, interactive=False,
+                elem_id="judge-reasons-swapped",
+            )  # fmt: skip
+        with gr.Accordion("As `python -m eval.diagnostics --show ID` prints it", open=False):
+            shown = gr.Textbox(
+                show_label=False, lines=10, max_lines=40, interactive=False, buttons=["copy"],
+                elem_id="judge-question-cli",
+            )  # fmt: skip
 
     plan_inputs = [variants, set_name, n, judge_model, single_order, price, base_url]
     private = {"api_visibility": "undocumented"}  # undocumented: left out of run history (the key)
@@ -371,6 +566,8 @@ def build_judge_tab(
         control.input(runner.estimate, plan_inputs, estimate, concurrency_limit=4, show_progress="hidden")
     set_name.change(lambda s: gr.update(maximum=sizes[s]), set_name, n, queue=False)
     run_inputs = [variants, set_name, n, base_url, judge_model, key, single_order, price]
+    viewer = [question_text, first_answer, second_answer, question_scores]
+    viewer += [forward_reasons, swapped_reasons, shown]
     run.click(runner.check_run, run_inputs, status, queue=False, **private).success(
         runner.answer,
         [variants, set_name, n, nll],
@@ -379,10 +576,14 @@ def build_judge_tab(
         concurrency_limit=registry.max_batch,
         **private,
     ).success(
-        runner.score,
+        runner.score_and_diagnose,
         run_inputs,
-        [table, chart, bars, files, status],
+        [table, chart, bars, files, status, kept, section, diagnostics_table, notes, comparison, question],
         concurrency_limit=2,
         **private,
-    )
+    ).success(view_question, [kept, comparison, question], viewer, queue=False, api_visibility="private")
+    comparison.input(
+        pick_comparison, [kept, comparison], question, queue=False, api_visibility="private"
+    ).success(view_question, [kept, comparison, question], viewer, queue=False, api_visibility="private")
+    question.input(view_question, [kept, comparison, question], viewer, queue=False, api_visibility="private")
     return variants

@@ -1,61 +1,65 @@
-"""The Train tab (beyond the paper): a short demo LoRA run from the UI, with a live loss curve.
+"""The Train tab (beyond the paper): a short demo LoRA run from the UI, a live loss curve, then its card.
 
 The run is the training CLI itself, ``python -m train.lora --config PRESET --max_steps N --output_dir DIR``, in
-a subprocess: the app stays responsive, a crash cannot take it down, and Stop terminates it. One run at a
-time per app (a run takes the CPU and its own copy of the base). When it finishes, its adapter is registered
-as a new variant, so it appears in the Chat, Compare and Judge pickers.
+a subprocess that ``ui.train_jobs`` starts, stops and polls (one run at a time per app; the child gets a
+scrubbed environment). This module is the layout and what its events call. The tab opens on a preset that
+runs where the app runs: the small Gemma recipe on a CPU, the paper's BLOOMZ recipe on CUDA. Early stopping on
+the validation loss is a tick box and a patience (``--early_stopping_patience``). When the run finishes, its
+adapter is registered as a new variant (Chat, Compare and Judge pickers), and the tab shows what the run left
+in its folder: the report (Table II), the quality figures of ``quality.json`` when there is one, and the
+adapter's model card (``adapter/README.md``, written by ``train.card``). The live curve and the CLI's
+``loss.png`` are the same reader and figure, ``train.report``'s.
 
 Every setting is checked before the subprocess starts (vichat.checks for the numbers, then the CLI's own
-parser when train.config offers ``validate``), so a bad value is a message, not a crashed run. The subprocess
-gets a scrubbed environment: no variable whose name says key, token, secret, password or credential, so API
-keys and the hub token of the app's host never reach a training run or its log. Jobs belong to the browser
-session that started them: in public mode a session sees only its own run's log and curve, and training
+parser, ``train.config.validate``), so a bad value is a message, not a crashed run. Jobs belong to the browser
+session that started them: in public mode a session sees only its own run's log, curve and card, and training
 needs the owner's secret at all.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import logging
-import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import yaml
 
-from ui.common import refreshed_choices, refusal, session_of, ui_number
+from train.report import loss_figure
+from train.report import read_loss_log as read_loss
+from ui.common import refreshed_choices, refusal, refusals, session_of, ui_number
 from ui.public import Guard
+from ui.train_jobs import (
+    LOG_FILE,
+    LOSS_FILE,
+    TrainJob,
+    TrainJobs,
+    adapter_variant,
+    log_tail,
+    register_trained,
+    scrubbed_env,
+)
 from vichat import checks
 from vichat.errors import ViChatError
-from vichat.loading import ADAPTER_META, ADAPTER_WEIGHTS
 from vichat.paths import REPO_ROOT
-from vichat.registry import Registry, Variant
+from vichat.registry import Registry
 
-log = logging.getLogger(__name__)
+# What other modules (app.py, tests) take from here; the job control itself lives in ui.train_jobs.
+__all__ = [
+    "LOG_FILE", "LOSS_FILE", "TrainHandlers", "TrainJob", "TrainJobs", "adapter_variant", "build_train_tab",
+    "default_preset", "log_tail", "preset_files", "read_loss", "register_trained", "run_results",
+    "scrubbed_env", "train_command",
+]  # fmt: skip
 
 PRESETS_DIR = REPO_ROOT / "train" / "configs"
-LOSS_FILE = "loss.jsonl"
-LOG_FILE = "train.log"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_STEPS = 200
+MAX_PATIENCE = 100
 TICK_S = 2.0
-CHILD_ENV = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def scrubbed_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for the training child: ``train.env``'s allow-list, no credential, unbuffered output."""
-    from train.env import scrubbed_env as allowed
-
-    return {**allowed(environ), **CHILD_ENV}
+# The preset the tab opens on: one that runs where the app runs (the first of these that is offered).
+CPU_PRESETS = ("gemma-chat.yaml", "gemma-doctor.yaml")
+CUDA_PRESETS = ("bloomz-chat.yaml", "gptj-chat.yaml", "bloomz-doctor.yaml", "gptj-doctor.yaml")
 
 
 def preset_files(extra: list[Path] | None = None) -> dict[str, Path]:
@@ -64,12 +68,34 @@ def preset_files(extra: list[Path] | None = None) -> dict[str, Path]:
     return {(p.name if p.parent == PRESETS_DIR else str(p)): p for p in paths}
 
 
-def preset_variant(path: Path) -> str:
+def default_preset(presets: dict[str, Path], cuda: bool | None = None) -> str | None:
+    """The preset to open on: on CUDA the paper's (BLOOMZ-Chat), on a CPU the small Gemma one."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    for name in CUDA_PRESETS if cuda else CPU_PRESETS:
+        if name in presets:
+            return name
+    return next(iter(presets), None)
+
+
+def _preset_data(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return path.stem
-    return str(data.get("variant_name") or path.stem)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def preset_variant(path: Path) -> str:
+    return str(_preset_data(path).get("variant_name") or path.stem)
+
+
+def preset_patience(path: Path) -> int | None:
+    """The preset's own ``early_stopping_patience`` (None when it does not turn early stopping on)."""
+    value = _preset_data(path).get("early_stopping_patience")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # What the extra-arguments box may set: sizes and rates, never paths, hub pushes or plugins (a public app).
@@ -92,6 +118,7 @@ EXTRA_KEYS = frozenset(
         "eval_steps",
         "logging_steps",
         "train_on_inputs",
+        "early_stopping_threshold",
     ]
 )
 
@@ -113,6 +140,7 @@ EXTRA_BOUNDS: dict[str, dict] = {
     "seed": {"minimum": 0, "maximum": 2**32 - 1, "integer": True},
     "eval_steps": {"above": 0, "maximum": 10**9},
     "logging_steps": {"above": 0, "maximum": 10**9},
+    "early_stopping_threshold": {"minimum": 0, "maximum": 100},
 }
 CHOICE_VALUES = {
     "lr_scheduler_type": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -146,252 +174,116 @@ def extra_arguments(text: str) -> list[str]:
     return tokens
 
 
-def cli_problem(cmd: list[str]) -> None:
-    """Raise the training CLI's own refusal of ``cmd`` (batch sizes, preset keys...), before a run starts.
+def cli_problem(cmd: list[str]):
+    """The settings ``cmd`` would train with, or the training CLI's own refusal, before a run starts.
 
-    Uses ``train.config.validate`` when that exists (it parses exactly as ``python -m train.lora`` does and
-    loads no model); without it the checks above are all there is.
+    ``train.config.validate`` parses exactly as ``python -m train.lora`` does (preset keys, every number, batch
+    sizes, early stopping's needs) and loads no model.
     """
+    from train.config import validate
+
     try:
-        from train.config import validate
-    except ImportError:
-        return
-    try:
-        validate(cmd[3:])  # after: python -m train.lora
+        return validate(cmd[3:])  # after: python -m train.lora
     except SystemExit as e:  # an argparse usage error that got through
         raise ViChatError(
             f"the training settings were refused (exit {e.code}); check the extra arguments"
         ) from None
 
 
-def train_command(preset: Path, max_steps: int, out_dir: Path, variant: str, extra: str = "") -> list[str]:
+def train_command(
+    preset: Path, max_steps: int, out_dir: Path, variant: str, extra: str = "", patience: int | None = None
+) -> list[str]:
     """The CLI call for a demo run: the preset, a step cap, a fresh output folder, a loss point every step."""
+    stopping = ["--early_stopping_patience", str(patience)] if patience else []
     return [
         sys.executable, "-m", "train.lora", "--config", str(preset),
         "--max_steps", str(max_steps), "--output_dir", str(out_dir), "--variant_name", variant,
-        "--logging_steps", "1", *extra_arguments(extra),
+        "--logging_steps", "1", *stopping, *extra_arguments(extra),
     ]  # fmt: skip
 
 
-def read_loss(path: Path) -> list[dict]:
-    """The rows of loss.jsonl; a line still being written is skipped."""
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def loss_figure(rows: list[dict], title: str = ""):
-    """Train and validation loss by step (a matplotlib Figure, not pyplot: safe in the server's threads)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.4), dpi=100)
-    ax = fig.subplots()
-    train = sorted((r["step"], r["loss"]) for r in rows if "loss" in r)
-    val = sorted({(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r})
-    if train:
-        ax.plot(*zip(*train, strict=True), "-", marker=".", label="train loss")
-    if val:
-        ax.plot(*zip(*val, strict=True), "o--", label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(title or "Loss (live, from loss.jsonl)")
-    ax.grid(alpha=0.3)
-    if train or val:
-        ax.legend()
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    return fig
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The last lines of the run's log, progress-bar redraws collapsed to their latest state."""
-    try:
-        text = path.read_bytes()[-20_000:].decode("utf-8", errors="replace")
-    except OSError:
+def stopping_reach(training, steps: int) -> str:
+    """A warning when ``steps`` leave early stopping too few evaluations to ever stop the run ("" if fine)."""
+    patience = getattr(training, "early_stopping_patience", None)
+    every = training.eval_steps
+    if not patience or str(getattr(training.eval_strategy, "value", training.eval_strategy)) != "steps":
         return ""
-    shown = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-    return "\n".join([line for line in shown if line.strip()][-lines:])
-
-
-def adapter_variant(out_dir: Path, fallback_name: str) -> Variant | None:
-    """The variant a finished run's adapter folder describes (its vichat.json), or None if incomplete."""
-    adapter = out_dir / "adapter"
-    meta_file = adapter / ADAPTER_META
-    if not (adapter / ADAPTER_WEIGHTS).is_file() or not meta_file.is_file():
-        return None
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    return Variant(
-        name=meta.get("variant") or fallback_name,
-        base=meta["base"],
-        template=meta.get("template", "chat"),
-        adapter=str(adapter),
-        description=f"trained in the app ({out_dir.name})",
+    if every is None or every < 1 or steps >= every * (patience + 1):
+        return ""
+    return (
+        f" Note: the validation loss is measured every {every:g} steps, so {steps} steps give "
+        f"{int(steps // every)} evaluation(s): too few for a patience of {patience} to stop the run early "
+        f"(more steps, or a smaller --eval_steps in the extra arguments)."
     )
 
 
-def register_trained(registry: Registry, runs_dir: Path) -> list[str]:
-    """Register the adapters of earlier app runs (``runs_dir/*/adapter``) that are not in the registry yet."""
-    added = []
-    for out_dir in sorted(p for p in runs_dir.glob("*") if p.is_dir()):
-        try:
-            variant = adapter_variant(out_dir, out_dir.name)
-            if variant is not None and variant.name not in registry.variants:
-                registry.add_variant(variant)
-                added.append(variant.name)
-        except (ViChatError, ValueError, KeyError) as e:  # a foreign or broken folder: skip it, say so
-            log.warning("not registering %s: %s", out_dir, e)
-    return added
+# ------------------------------------------------------------------------------------------ results
 
 
-@dataclass
-class TrainJob:
-    proc: subprocess.Popen
-    out_dir: Path
-    variant: str
-    preset: str
-    max_steps: int
-    owner: str
-    started: float
-    outcome: str | None = None  # set once when the process has ended and its adapter was handled
-    stopped: bool = False
-
-    @property
-    def log_path(self) -> Path:
-        return self.out_dir / LOG_FILE
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-
-class TrainJobs:
-    """Training subprocesses by the browser session that started them: at most one running per app."""
-
-    def __init__(self, registry: Registry, env: dict[str, str] | None = None) -> None:
-        self.registry = registry
-        self.env = env  # None: the app's environment, scrubbed at each start
-        self._jobs: dict[str, TrainJob] = {}
-        self._lock = threading.Lock()
-        atexit.register(self.stop_all)
-
-    @property
-    def job(self) -> TrainJob | None:
-        """The latest job of any session (the running one if there is one)."""
-        with self._lock:
-            jobs = sorted(self._jobs.values(), key=lambda j: (j.running, j.started))
-        return jobs[-1] if jobs else None
-
-    def job_for(self, owner: str, see_all: bool = False) -> TrainJob | None:
-        """``owner``'s job; with ``see_all`` (a local app) the latest job when the session has none."""
-        with self._lock:
-            mine = self._jobs.get(owner)
-        return mine if mine is not None or not see_all else self.job
-
-    def running(self) -> TrainJob | None:
-        with self._lock:
-            return next((j for j in self._jobs.values() if j.running), None)
-
-    def start(
-        self, cmd: list[str], out_dir: Path, variant: str, preset: str, steps: int, owner: str
-    ) -> TrainJob:
-        with self._lock:
-            busy = next((j for j in self._jobs.values() if j.running), None)
-            if busy is not None:
-                who = "you started" if busy.owner == owner else "another session started"
-                raise ViChatError(
-                    f"a training run ({busy.variant}, which {who}) is in progress; one at a time: wait for it"
-                    + (" or stop it" if busy.owner == owner else "")
-                )
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with (out_dir / LOG_FILE).open("wb") as log_file:
-                proc = subprocess.Popen(
-                    cmd,
-                    cwd=REPO_ROOT,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=scrubbed_env(self.env),
-                    start_new_session=True,  # its own process group: Stop ends it and any workers
-                )
-            job = self._jobs[owner] = TrainJob(proc, out_dir, variant, preset, steps, owner, time.time())
-            return job
-
-    def stop(self, owner: str) -> str:
-        with self._lock:
-            job = self._jobs.get(owner)
-            other = next((j for j in self._jobs.values() if j.running and j.owner != owner), None)
-        if job is None or not job.running:
-            if other is not None:
-                return "only the browser session that started this run can stop it"
-            return "no training run in progress"
-        job.stopped = True
-        _terminate(job.proc)
-        return f"stopped {job.variant}"
-
-    def close_session(self, owner: str) -> None:
-        """Forget a closed session's finished job (a running one goes on: its adapter is still registered)."""
-        with self._lock:
-            job = self._jobs.get(owner)
-            if job is not None and not job.running:
-                self._jobs.pop(owner)
-
-    def stop_all(self) -> None:
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            if job.running:
-                _terminate(job.proc)
-
-    def finish(self, job: TrainJob) -> str:
-        """Once, after the process ended: register the adapter as a variant; the outcome in words."""
-        with self._lock:
-            if job.outcome is None:
-                job.outcome = self._outcome(job)
-            return job.outcome
-
-    def _outcome(self, job: TrainJob) -> str:
-        rc = job.proc.returncode
-        if job.stopped:
-            return f"Stopped {job.variant} at your request; nothing registered."
-        if rc != 0:
-            return f"Training {job.variant} failed (exit code {rc}); see the log below."
-        try:
-            variant = adapter_variant(job.out_dir, job.variant)
-            if variant is None:
-                return f"Training ended but {job.out_dir / 'adapter'} is incomplete; nothing registered."
-            self.registry.add_variant(variant)
-        except (ViChatError, ValueError, KeyError) as e:
-            return f"Training finished, but the adapter could not be registered: {e}"
-        return (
-            f"Finished: **{variant.name}** (base {variant.base}, template {variant.template}) is registered: "
-            f"pick it in Chat, Compare or Judge. Adapter: `{variant.adapter}`."
-        )
-
-
-def _terminate(proc: subprocess.Popen) -> None:
+def _folder_text(path: Path) -> str:
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, PermissionError):
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _headings_down(lines: list[str]) -> list[str]:
+    """Markdown headings one level down (the tab's sections sit under its own), code blocks untouched."""
+    out, fenced = [], False
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if line.startswith("#") and not fenced else line)
+    return out
 
 
 def report_text(out_dir: Path) -> str:
-    path = out_dir / "report.md"
-    if not path.is_file():
+    """The run's report.md (Table II), without its picture (the curve above shows the same)."""
+    lines = [line for line in _folder_text(out_dir / "report.md").splitlines() if "![" not in line]
+    return "\n".join(_headings_down(lines))
+
+
+def card_text(out_dir: Path) -> str:
+    """The adapter's model card for the tab: its hub metadata as a YAML block, its headings one level down."""
+    text = _folder_text(out_dir / "adapter" / "README.md")
+    if not text.strip():
         return ""
-    return "\n".join(line for line in path.read_text(encoding="utf-8").splitlines() if "![" not in line)
+    matter, body = "", text
+    if text.startswith("---\n") and "\n---\n" in text[4:]:
+        matter, body = text[4:].split("\n---\n", 1)
+    lines = _headings_down(body.splitlines())
+    head = f"Hub metadata (the card's front matter):\n\n```yaml\n{matter.strip()}\n```\n\n" if matter else ""
+    return head + "\n".join(lines).strip()
+
+
+def quality_text(out_dir: Path, variant: str) -> str:
+    """The quality figures of ``quality.json`` (adapter folder first, then the run's), as the card shows them."""
+    from train.card import quality_lines
+    from vichat.adapter_checks import read_json_object
+
+    adapter = out_dir / "adapter"
+    found = next((f for f in (adapter / "quality.json", out_dir / "quality.json") if f.is_file()), None)
+    if found is None:
+        return (
+            "### Quality\n\nNo `quality.json` in this run yet: the model card's Evaluation section below says how "
+            "to measure the adapter against its base (`python -m train.quality`); the figures show here then."
+        )
+    try:
+        quality = read_json_object(found, found.parent)
+    except ViChatError as e:
+        return f"### Quality\n\n{e}"
+    facts = {"quality": quality, "folder": adapter, "variants": [variant], "meta": {"variant": variant}}
+    return "### Quality\n\n" + "\n".join(quality_lines(facts))
+
+
+def run_results(out_dir: Path, variant: str) -> tuple[str, str, str]:
+    """(report, quality, card) of a finished run, read from its output folder ("" where a file is missing)."""
+    if not (out_dir / "adapter").is_dir():
+        return report_text(out_dir), "", ""
+    return report_text(out_dir), quality_text(out_dir, variant), card_text(out_dir)
+
+
+# ------------------------------------------------------------------------------------------ handlers
 
 
 class TrainHandlers:
@@ -409,14 +301,23 @@ class TrainHandlers:
         self.registry, self.runs_dir, self.presets, self.pickers = registry, runs_dir, presets, pickers
         self.guard = guard or Guard()
         self.jobs = TrainJobs(registry, env)
-        self.guard.on_close(self.jobs.close_session)
+        if self.guard.public:  # a visitor's finished run goes with their session; a local app keeps the
+            self.guard.on_close(self.jobs.close_session)  # latest, so a reloaded page shows its card again
 
-    def start(self, preset_name, max_steps, variant, extra_args, secret=None, request: gr.Request = None):
-        """(status, timer, report): the run started, or a gr.Error saying what to change."""
-        try:
+    def start(
+        self,
+        preset_name,
+        max_steps,
+        variant,
+        extra_args,
+        secret=None,
+        request: gr.Request = None,
+        early_stop=False,
+        patience=3,
+    ):
+        """(status, timer, report, quality, card, results): the run started, or a gr.Error saying what to change."""
+        with refusals():
             self.guard.policy.check_train(secret)
-        except ViChatError as e:
-            raise refusal(e) from None
         variant = (variant if isinstance(variant, str) else "").strip()
         if not isinstance(preset_name, str) or preset_name not in self.presets:
             raise gr.Error(
@@ -427,44 +328,46 @@ class TrainHandlers:
         if variant in self.registry.variants:
             raise gr.Error(f"a variant named {variant!r} exists already: choose another name")
         steps = ui_number("max steps", max_steps, minimum=1, maximum=MAX_STEPS, integer=True)
+        wait = None
+        if early_stop:
+            wait = ui_number("patience", patience, minimum=1, maximum=MAX_PATIENCE, integer=True)
+        elif preset_patience(self.presets[preset_name]):
+            raise gr.Error(
+                f"{preset_name} turns early stopping on itself (early_stopping_patience: "
+                f"{preset_patience(self.presets[preset_name])}): keep the box ticked, or edit the preset"
+            )
         out_dir = self.runs_dir / variant
         if out_dir.exists():
             raise gr.Error(f"{out_dir} exists from an earlier run: choose another name")
         try:
-            cmd = train_command(self.presets[preset_name], steps, out_dir, variant, extra_args)
-            cli_problem(cmd)
+            cmd = train_command(self.presets[preset_name], steps, out_dir, variant, extra_args, wait)
+            _, _, training = cli_problem(cmd)
             self.jobs.start(cmd, out_dir, variant, preset_name, steps, session_of(request))
         except ViChatError as e:
             raise refusal(e) from None
         except OSError as e:
             raise gr.Error(f"cannot start the run in {out_dir}: {e.strerror or e}") from None
-        return f"Starting {variant}: loading the base…", gr.Timer(active=True), ""
+        note = stopping_reach(training, steps)
+        hidden = gr.Column(visible=False)
+        return f"Starting {variant}: loading the base…{note}", gr.Timer(active=True), "", "", "", hidden
 
     def tick(self, seen, request: gr.Request = None):
-        """(status, curve, log, report, timer, seen, *pickers) for this session's job."""
-        job = self.jobs.job_for(session_of(request), see_all=not self.guard.public)
+        """(status, curve, log, report, quality, card, results, timer, seen, *pickers) for this session's job."""
+        poll = self.jobs.poll(session_of(request), see_all=not self.guard.public)
         same = [gr.skip() for _ in range(self.pickers)]
-        if job is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), seen, *same
-        loss_path = job.out_dir / LOSS_FILE
-        stamp = (str(loss_path), *_stamp(loss_path))
-        rows = read_loss(loss_path)
-        curve = (
-            gr.skip() if stamp == seen else loss_figure(rows, f"{job.variant}: loss (live, from loss.jsonl)")
-        )
-        tail = log_tail(job.log_path)
-        if job.running:
-            last = [r for r in rows if "loss" in r][-1:]
-            where = (
-                f"step {last[0]['step']} of {job.max_steps}, loss {last[0]['loss']:.3f}"
-                if last
-                else "loading"
-            )
-            note = f"Training **{job.variant}** ({job.preset}): {where} · {time.time() - job.started:.0f} s"
-            return note, curve, tail, gr.skip(), gr.Timer(active=True), stamp, *same
-        outcome = self.jobs.finish(job)
+        if poll is None:
+            return (*[gr.skip()] * 7, gr.Timer(active=False), seen, *same)
+        job = poll.job
+        stamp = (str(job.loss_path), *_stamp(job.loss_path))
+        title = f"{job.variant}: loss ({'live, ' if poll.running else ''}from loss.jsonl)"
+        curve = gr.skip() if stamp == seen else loss_figure(poll.rows, title)
+        if poll.running:
+            return (poll.status, curve, poll.tail, *[gr.skip()] * 4, gr.Timer(active=True), stamp, *same)
+        report, quality, card = run_results(job.out_dir, job.variant)
+        shown = gr.Column(visible=bool(report or quality or card))
         refresh = [refreshed_choices(self.registry) for _ in range(self.pickers)]
-        return outcome, curve, tail, report_text(job.out_dir), gr.Timer(active=False), stamp, *refresh
+        return (poll.status, curve, poll.tail, report, quality, card, shown, gr.Timer(active=False), stamp,
+                *refresh)  # fmt: skip
 
     def stop(self, request: gr.Request = None) -> str:
         return self.jobs.stop(session_of(request))
@@ -489,15 +392,15 @@ def build_train_tab(
         gr.Markdown(OFF_MESSAGE, elem_id="train-off")
         return
     handlers = TrainHandlers(registry, runs_dir, presets, len(pickers), guard)
-    names = list(presets)
-    first = names[0] if names else None
+    first = default_preset(presets)
     gr.Markdown(
         "Beyond the paper: a short LoRA run of a training preset, the same as "
         "`python -m train.lora --config PRESET --max_steps N`, in a separate process. When it finishes, its "
-        "adapter becomes a new variant in Chat, Compare and Judge. One run at a time."
+        "adapter becomes a new variant in Chat, Compare and Judge, and its report and model card show below. "
+        "One run at a time."
     )
     with gr.Row():
-        preset = gr.Dropdown(names, value=first, label="Preset", scale=3, elem_id="train-preset")
+        preset = gr.Dropdown(list(presets), value=first, label="Preset", scale=3, elem_id="train-preset")
         steps = gr.Slider(1, MAX_STEPS, value=5, step=1, label="max steps (a demo: keep it small)", scale=2)
         name = gr.Textbox(
             f"{preset_variant(presets[first])}-demo" if first else "",
@@ -507,9 +410,26 @@ def build_train_tab(
         )
     extra = gr.Textbox(
         "",
-        label="extra arguments (optional, e.g. --max_length 128 --max_train_samples 64)",
+        label="extra arguments (optional, e.g. --max_length 128 --max_train_samples 64 --eval_steps 2)",
         elem_id="train-extra",
     )
+    own = preset_patience(presets[first]) if first else None
+    with gr.Row(equal_height=True):
+        early = gr.Checkbox(
+            value=own is not None,
+            label="Stop early when the validation loss stops falling (keeps the best evaluation's weights)",
+            scale=3,
+            elem_id="train-early",
+        )
+        patience = gr.Number(
+            own or 3,
+            label="patience (evaluations without a lower validation loss)",
+            minimum=1,
+            maximum=MAX_PATIENCE,
+            precision=0,
+            scale=2,
+            elem_id="train-patience",
+        )
     secret = gr.Textbox(
         "",
         type="password",
@@ -524,14 +444,18 @@ def build_train_tab(
     plot = gr.Plot(loss_figure([]), label="Loss", elem_id="train-loss")
     with gr.Accordion("Log", open=False):
         log_box = gr.Textbox(show_label=False, lines=10, max_lines=15, interactive=False, elem_id="train-log")
-    report = gr.Markdown(elem_id="train-report")
+    with gr.Column(visible=False, elem_id="train-results") as results:
+        report = gr.Markdown(elem_id="train-report")
+        quality = gr.Markdown(elem_id="train-quality")
+        with gr.Accordion("Model card (adapter/README.md, written by train.card)", open=True):
+            card = gr.Markdown(elem_id="train-card")
     timer = gr.Timer(TICK_S, active=True)  # the first tick finds a run in progress (or goes idle)
     seen = gr.State(None)  # the loss file this page last drew, so an unchanged curve is not re-sent
 
     start.click(
         handlers.start,
-        [preset, steps, name, extra, secret],
-        [status, timer, report],
+        [preset, steps, name, extra, secret, early, patience],
+        [status, timer, report, quality, card, results],
         concurrency_limit=1,
         api_visibility="private",
     )
@@ -539,16 +463,19 @@ def build_train_tab(
     timer.tick(
         handlers.tick,
         seen,
-        [status, plot, log_box, report, timer, seen, *pickers],
+        [status, plot, log_box, report, quality, card, results, timer, seen, *pickers],
         queue=False,
         api_visibility="private",
     )
-    preset.input(
-        lambda p: f"{preset_variant(presets[p])}-demo" if p in presets else gr.skip(),
-        preset,
-        name,
-        queue=False,
-    )
+
+    def on_preset(evt: gr.SelectData):  # a pick (not a blur of the box): the name typed since stays
+        chosen = evt.value
+        if chosen not in presets:
+            return gr.skip(), gr.skip(), gr.skip()
+        own = preset_patience(presets[chosen])
+        return f"{preset_variant(presets[chosen])}-demo", own is not None, own or gr.skip()
+
+    preset.select(on_preset, None, [name, early, patience], queue=False, api_visibility="private")
 
 
 def _stamp(path: Path) -> tuple[int, int]:

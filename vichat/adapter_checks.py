@@ -316,7 +316,9 @@ def _targeted(folder: Path, config: dict, layers: dict[str, object], root) -> se
 def check_fits(files: AdapterFiles, model, base_key: str) -> None:
     """Every tensor lands on a module the base has, with its shapes, on exactly the modules the config targets."""
     folder, config = files.folder, files.config
-    root = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from vichat.loading import inner_model  # loading imports this module: no top-level import
+
+    root = inner_model(model)
     layers = _base_layers(root)
 
     def misfit(problem: str, fix: str = "") -> VariantUnavailableError:

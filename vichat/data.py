@@ -6,12 +6,10 @@ are). Training, the data pipeline (``train.*``) and the app's dataset tab all re
 through this module, so a bad line is reported the same way everywhere: file, 1-based line
 number and the reason.
 
-Lines are read as bytes and decoded one by one, so a line with invalid UTF-8 costs that line
-only. Blank lines are skipped. Nothing in a line raises: JSON that Python's parser would choke on
-(integers of thousands of digits, brackets nested thousands deep) and JSON that would poison later
-steps (``NaN``, ``Infinity``, lone ``\ud800`` surrogate escapes, which no UTF-8 file can hold) are
-each a per-line :class:`RecordError`. A file saved as UTF-16, or a JSON array instead of JSON Lines,
-is told as such once, at line 1, with the fix.
+Lines are read through :mod:`vichat.jsonl` (the one JSON Lines reader): bytes decoded line by line, so
+a line with invalid UTF-8 costs that line only, and nothing in a line raises (huge integers, deep nesting,
+``NaN``, lone surrogates are each a per-line :class:`~vichat.jsonl.RecordError`; a UTF-16 file or a JSON
+array is told once, at line 1, with the fix). This module adds the record checks on top.
 
 CLI (every file is checked, every missing one named)::
 
@@ -26,9 +24,8 @@ import io
 import json
 import math
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -37,6 +34,7 @@ from vichat.checks import arg
 from vichat.cli import run
 from vichat.errors import DataError, SettingsError
 from vichat.files import atomic_write_lines
+from vichat.jsonl import FILE_KINDS, RecordError, iter_json_lines, json_type
 from vichat.prompts import MAX_PROMPT_CHARS
 
 REQUIRED_FIELDS = ("prompt", "response")
@@ -45,36 +43,6 @@ STRICT_ERRORS_SHOWN = 5
 
 
 # --------------------------------------------------------------------------- reading
-
-FILE_KINDS = ("utf16", "utf32", "json_array")
-"""Kinds that describe the whole file rather than one line (reported once, at line 1)."""
-
-MAX_INT_DIGITS = 4300
-"""Python's own limit for turning digits into an int; longer numbers are refused per line, not raised."""
-
-JSON_ARRAY_FIX = (
-    'python -c "import json,sys; [print(json.dumps(r, ensure_ascii=False)) for r in json.load(sys.stdin)]" '
-    "< FILE.json > FILE.jsonl"
-)
-
-
-@dataclass(frozen=True)
-class RecordError:
-    """One bad line: where it is and why it was rejected.
-
-    ``kind`` is one of ``utf8``, ``json``, ``nan``, ``number``, ``surrogate``, ``not_object``,
-    ``missing_field``, ``not_string``, ``empty``, ``too_long``, or, for a whole file (line 1),
-    ``utf16``, ``utf32``, ``json_array``; callers that treat some problems differently (a mixture
-    builder drops empty records but refuses malformed ones) switch on it.
-    """
-
-    path: str
-    line: int
-    kind: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
 
 
 @dataclass
@@ -97,234 +65,15 @@ class ReadResult:
         return None
 
 
-class JSONProblem(ValueError):
-    """A JSON text that cannot be a record: bad syntax, NaN, a number too long, a lone surrogate.
-
-    ``pos`` is the character offset of the problem in the text (None when unknown).
-    """
-
-    def __init__(self, kind: str, reason: str, pos: int | None = None):
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-        self.pos = pos
-
-
-class _Refused(Exception):
-    """Raised from inside the decoder's hooks; becomes a JSONProblem."""
-
-    def __init__(self, kind: str, reason: str):
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _Refused("nan", f"{name} is not valid JSON (write null or a number instead)")
-
-
-def _checked_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise _Refused(
-            "number",
-            f"a number with {digits:,} digits is too long to read (the limit is {MAX_INT_DIGITS:,}); "
-            "write it as a string",
-        )
-    return int(text)
-
-
-def _checked_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        shown = text if len(text) <= 20 else text[:17] + "..."
-        raise _Refused("number", f"the number {shown} is too large (it would be infinity)")
-    return value
-
-
-_DECODER = json.JSONDecoder(
-    parse_constant=_refuse_constant, parse_int=_checked_int, parse_float=_checked_float
-)
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def decode_json(text: str, start: int = 0) -> tuple[Any, int]:
-    """Decode one JSON value of ``text`` at ``start``; return it and the offset just after it.
-
-    Everything a record could not hold is a :class:`JSONProblem`, never another exception: bad syntax,
-    nesting too deep for the parser (``json``), ``NaN``/``Infinity`` (``nan``), integers over
-    4,300 digits or floats that overflow (``number``), and ``\\ud800``-style escapes that leave a lone
-    UTF-16 surrogate, which no UTF-8 file can hold and which crash any later write (``surrogate``).
-    """
-    try:
-        value, end = _DECODER.raw_decode(text, start)
-    except json.JSONDecodeError as exc:
-        raise JSONProblem("json", exc.msg, exc.pos) from None
-    except _Refused as exc:
-        raise JSONProblem(exc.kind, exc.reason) from None
-    except RecursionError:
-        raise JSONProblem(
-            "json", "values nested too deeply to read (over about 1,000 brackets deep)"
-        ) from None
-    if _SURROGATE_ESCAPE.search(text, start, end):  # valid pairs match too; look at the decoded strings
-        where = _lone_surrogate(value)
-        if where is not None:
-            raise JSONProblem(
-                "surrogate",
-                f"{where} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), "
-                "which is not text; fix or remove that escape",
-            )
-    return value, end
-
-
-def _lone_surrogate(value: Any) -> str | None:
-    """Where the first string with a lone surrogate is (``field "x"``), or None. Iterative: no recursion."""
-    stack: list[tuple[Any, str]] = [(value, "a value")]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return where
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                if _SURROGATE.search(key):
-                    return "a field name"
-                stack.append((inner, f'field "{key}"' if where == "a value" else where))
-        elif isinstance(item, list):
-            stack.extend((inner, where) for inner in item)
-    return None
-
-
-def loads(text: str) -> Any:
-    """One whole JSON text (surrounding whitespace allowed), with :func:`decode_json`'s checks."""
-    start = len(text) - len(text.lstrip())
-    value, end = decode_json(text, start)
-    if text[end:].strip():
-        raise JSONProblem("json", "extra text after the JSON value (two values on one line?)", end)
-    return value
-
-
-def _json_reason(problem: JSONProblem, text: str) -> str:
-    """The reason with the column where the problem is; at a line's end, say so (a cut line, a missing bracket)."""
-    if problem.kind != "json" or problem.pos is None:
-        return problem.reason
-    message = problem.reason.removesuffix(" at")  # "Unterminated string starting at"
-    end = len(text.rstrip())
-    if problem.pos >= end or message.startswith("Unterminated string"):
-        where = "at the end of the line" if problem.pos >= end else f"at column {problem.pos + 1}"
-        return f"malformed JSON: {message} {where}: the line is cut short or a closing quote or bracket is missing"
-    return f"malformed JSON: {message} at column {problem.pos + 1}"
-
-
-def encoding_error(raw: bytes, path: str) -> RecordError | None:
-    """A UTF-16/UTF-32 file, told by its byte-order mark or by NUL bytes between ASCII characters."""
-    for bom, kind, name in (
-        (b"\xff\xfe\x00\x00", "utf32", "UTF-32"),
-        (b"\x00\x00\xfe\xff", "utf32", "UTF-32"),
-        (b"\xff\xfe", "utf16", "UTF-16"),
-        (b"\xfe\xff", "utf16", "UTF-16"),
-    ):
-        if raw.startswith(bom):
-            return RecordError(
-                path, 1, kind, f"file is {name} (it starts with a {name} byte-order mark); save it as UTF-8"
-            )
-    sample = raw[:4096]
-    if sample.count(0) * 4 >= len(sample) > 1:
-        return RecordError(
-            path, 1, "utf16", "file is UTF-16 (NUL bytes between the characters); save it as UTF-8"
-        )
-    return None
-
-
-def _strip_newline(raw: bytes) -> bytes:
-    if raw.endswith(b"\n"):
-        raw = raw[:-1]
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    return raw
-
-
-def iter_json_lines(lines: Iterable[bytes], path: str) -> Iterator[tuple[int, Any, RecordError | None]]:
-    """Yield ``(line_number, value, error)`` for every non-blank line of a JSONL byte stream.
-
-    Exactly one of ``value``/``error`` is meaningful: ``error`` is None when the line decoded
-    and parsed. Any JSON value is accepted here; record checks come on top. A UTF-16 file or a
-    JSON array (not JSON Lines) gives one error for the whole file, at line 1.
-    """
-    stream = iter(lines)
-    seen_value = False
-    for number, raw in enumerate(stream, start=1):
-        if number == 1:
-            problem = encoding_error(raw, path)
-            if problem is not None:
-                yield number, None, problem
-                return
-        try:
-            text = _strip_newline(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield number, None, RecordError(path, number, "utf8", f"invalid UTF-8 at byte {exc.start}")
-            continue
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        if not text.strip():
-            continue
-        first, seen_value = not seen_value, True
-        if first and text.lstrip().startswith("["):  # a JSON array instead of JSON Lines?
-            rest = list(stream)
-            if _is_json_array(text, rest):
-                yield (
-                    number,
-                    None,
-                    RecordError(
-                        path,
-                        number,
-                        "json_array",
-                        f"this is a JSON array, not JSON Lines (one object per line); convert it with: {JSON_ARRAY_FIX}",
-                    ),
-                )
-                return
-            yield _parse_line(number, text, path)
-            yield from _parse_rest(rest, number, path)
-            return
-        yield _parse_line(number, text, path)
-
-
-def _parse_rest(rest: list[bytes], first: int, path: str) -> Iterator[tuple[int, Any, RecordError | None]]:
-    for number, raw in enumerate(rest, start=first + 1):
-        try:
-            text = _strip_newline(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield number, None, RecordError(path, number, "utf8", f"invalid UTF-8 at byte {exc.start}")
-            continue
-        if text.strip():
-            yield _parse_line(number, text, path)
-
-
-def _is_json_array(first: str, rest: list[bytes]) -> bool:
-    try:
-        whole = first + "\n" + b"\n".join(rest).decode("utf-8")
-        return isinstance(loads(whole), list)
-    except (UnicodeDecodeError, JSONProblem):
-        return False
-
-
-def _parse_line(number: int, text: str, path: str) -> tuple[int, Any, RecordError | None]:
-    try:
-        return number, loads(text), None
-    except JSONProblem as problem:
-        return number, None, RecordError(path, number, problem.kind, _json_reason(problem, text))
-
-
 def check_record(value: Any, fields: Sequence[str] = REQUIRED_FIELDS) -> tuple[str, str] | None:
     """Return ``(kind, reason)`` when ``value`` is not a usable record, else None."""
     if not isinstance(value, dict):
-        return "not_object", f"expected a JSON object, got {_json_type(value)}"
+        return "not_object", f"expected a JSON object, got {json_type(value)}"
     for name in fields:
         if name not in value:
             return "missing_field", f'missing field "{name}"'
         if not isinstance(value[name], str):
-            return "not_string", f'field "{name}" must be a string, got {_json_type(value[name])}'
+            return "not_string", f'field "{name}" must be a string, got {json_type(value[name])}'
         if not value[name].strip():
             return "empty", f'field "{name}" is empty'
     prompt = value.get("prompt")
@@ -334,13 +83,6 @@ def check_record(value: Any, fields: Sequence[str] = REQUIRED_FIELDS) -> tuple[s
             f"{MAX_PROMPT_CHARS:,} (vichat.prompts.MAX_PROMPT_CHARS): shorten or drop this record"
         )
     return None
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    if isinstance(value, bool | type(None) | dict | list | str):
-        return names[type(value)]
-    return "a number"
 
 
 def parse_jsonl(lines: Iterable[bytes], path: str, fields: Sequence[str] = REQUIRED_FIELDS) -> ReadResult:

@@ -1,7 +1,7 @@
 """Writing files so that nothing is lost: atomic writes, outputs that never overwrite inputs, locked out-dirs.
 
 Every file the project writes goes through here (JSONL appenders aside, which flush one whole line at a time
-and repair a torn tail; see ``eval.jsonl``):
+and repair a torn tail; see ``vichat.jsonl``):
 
 - :func:`atomic_write_text` / :func:`atomic_write_bytes` / :func:`atomic_write_json` / :func:`atomic_writer`
   write a temp file in the target's folder, fsync it and rename it over the target, so a crash or a full disk

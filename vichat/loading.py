@@ -264,6 +264,11 @@ def adapter_meta(path: Path) -> dict:
 # ------------------------------------------------------------------------------------------ loaded base
 
 
+def inner_model(model):
+    """The transformers model under a PEFT wrapper (or the model itself): where its config and layers are."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @dataclass
 class LoadedBase:
     """One base model in memory and the adapters loaded onto it."""
@@ -356,7 +361,7 @@ class Rollback:
 
         self.model = model
         peft = isinstance(model, PeftModel)
-        self.root = model.get_base_model() if peft else model
+        self.root = inner_model(model)
         self.root_attrs = set(vars(self.root))
         self.grads = [(p, p.requires_grad) for p in model.parameters()]
         self.active = [(m, m.active_adapter) for m in (model, model.base_model)] if peft else []

@@ -17,7 +17,7 @@ import tempfile
 import gradio as gr
 import pytest
 
-from eval.openai_server import Behaviour, FakeOpenAIServer
+from testkit.openai_server import Behaviour, FakeOpenAIServer
 from ui.common import Cancellations
 from ui.compare import CompareHandlers
 from ui.datasets import ALL, UPLOADED, DatasetBrowser

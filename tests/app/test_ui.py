@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from eval.openai_server import Behaviour, FakeOpenAIServer
+from testkit.openai_server import Behaviour, FakeOpenAIServer
 from ui.chat import history_rule, pairs
 from ui.common import (
     Cancellations,

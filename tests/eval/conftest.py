@@ -18,7 +18,7 @@ import pytest
 
 from eval.answers import answers_path
 from eval.client import ClientConfig
-from eval.openai_server import Behaviour, FakeOpenAIServer
+from testkit.openai_server import Behaviour, FakeOpenAIServer
 
 KEY = "sk-test-" + "S3CR3T" * 4
 SCORES = {  # question id: (category, reference, A, B)

@@ -14,9 +14,9 @@ from eval.answers import (
     paper_settings,
     read_answers,
 )
-from eval.cli import run
 from eval.client import ChatClient
 from eval.sets import load_eval_set
+from vichat.cli import run
 from vichat.errors import ViChatError
 
 

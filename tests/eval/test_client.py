@@ -6,9 +6,9 @@ Against the stand-in server on 127.0.0.1 answering as OpenAI does for its o-seri
 
 import pytest
 
-from eval.cli import run
 from eval.client import ChatClient, ClientConfig, JudgeRequestError, needs_max_completion_tokens
 from eval.judge import main
+from vichat.cli import run
 
 QUESTION = [{"role": "user", "content": "Xin chào?"}]
 

@@ -10,7 +10,6 @@ import pytest
 
 from eval import cost
 from eval.answers import load_answers
-from eval.cli import run
 from eval.diagnostics import (
     FORWARD,
     MISSING,
@@ -30,11 +29,12 @@ from eval.diagnostics import (
     summary_table,
 )
 from eval.judge import main as judge_main
-from eval.openai_server import Behaviour, FakeOpenAIServer
 from eval.report import build_report
 from eval.report import main as report_main
 from eval.sets import load_eval_set
 from eval.verdicts import JudgePrompt, JudgmentCache, build_tasks, judgments_path, unparsable_path
+from testkit.openai_server import Behaviour, FakeOpenAIServer
+from vichat.cli import run
 from vichat.errors import ViChatError
 
 

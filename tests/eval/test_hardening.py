@@ -15,10 +15,10 @@ from eval.answers import answers_path
 from eval.answers import main as answers_main
 from eval.client import normalise_endpoint
 from eval.judge import main
-from eval.openai_server import Behaviour, FakeOpenAIServer
 from eval.report import main as report_main
 from eval.sets import load_eval_set
 from eval.verdicts import JudgePrompt, JudgmentCache, judgments_path, unparsable_path
+from testkit.openai_server import Behaviour, FakeOpenAIServer
 from vichat.cli import run
 from vichat.errors import SettingsError
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from eval.jsonl import JsonlAppender, read_records
 from vichat.errors import DataError
+from vichat.jsonl import JsonlAppender, read_records
 
 
 def test_append_and_read(tmp_path):

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from eval.answers import load_answers
-from eval.cli import run
 from eval.client import ChatClient, Completion, JudgeUnavailableError
 from eval.judge import main, run_judgments
 from eval.scoring import summarize
@@ -27,6 +26,7 @@ from eval.verdicts import (
     pending,
     unparsable_path,
 )
+from vichat.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,12 +4,12 @@ import csv
 
 import pytest
 
-from eval.cli import run
 from eval.judge import main as judge_main
 from eval.offline import TOTAL, by_category, chrf_scores, compute_nll, nll_path, read_nll
 from eval.offline import main as offline_main
 from eval.report import build_report, discover_variants, main
 from eval.sets import load_eval_set
+from vichat.cli import run
 
 
 class StandInScorer:

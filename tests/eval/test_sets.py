@@ -108,8 +108,8 @@ def test_icliniq_sample_is_seeded(monkeypatch, tmp_path):
 
 
 def test_cli_summary(tiny_set, capsys):
-    from eval.cli import run
     from eval.sets import main
+    from vichat.cli import run
 
     assert run(main, ["--set", str(tiny_set)]) == 0
     assert "tiny: 4 questions" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from eval.answers import answers_path
-from eval.openai_server import FakeOpenAIServer
+from testkit.openai_server import FakeOpenAIServer
 from tests.reliability.conftest import assert_clean_failure, invoke
 from tests.reliability.corpus import BAD_JSONL, BAD_NUMBERS, write_corpus
 
@@ -70,11 +70,12 @@ def argv_for(module: str, world, set_path: str) -> list[str]:
         "eval.answers": ["--variants", "reference", "--set", set_path, "--out-dir", out, *judge],
         "eval.judge": ["--variants", "A", "--set", set_path, "--out-dir", out, *judge],
         "eval.report": ["--set", set_path, "--out-dir", out, "--report-dir", out + "/report"],
+        "eval.diagnostics": ["--set", set_path, "--out-dir", out],
         "eval.offline": ["--variants", "A", "--set", set_path, "--out-dir", out],
     }[module]
 
 
-CLIS = ["eval.sets", "eval.answers", "eval.judge", "eval.report", "eval.offline"]
+CLIS = ["eval.sets", "eval.answers", "eval.judge", "eval.report", "eval.diagnostics", "eval.offline"]
 
 # What each corpus entry is, as an eval set: the line the message must name (None: the file as a whole).
 SET_LINE = {name: 1 for name in BAD_JSONL} | {"malformed": 1, "empty_file": None, "blank_lines": None}

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import assert_clean_failure, invoke, invoke_subprocess
-from tests.reliability.corpus import BAD_JSONL, BAD_NUMBERS, write_corpus
-from train.fake_translate_server import (
+from testkit.translate_server import (
     EMPTY,
     GARBAGE,
     HANG,
@@ -22,6 +20,8 @@ from train.fake_translate_server import (
     TRUNCATE,
     FakeTranslateServer,
 )
+from tests.reliability.conftest import assert_clean_failure, invoke, invoke_subprocess
+from tests.reliability.corpus import BAD_JSONL, BAD_NUMBERS, write_corpus
 
 MODULE = "train.translate"
 RECORDS = [{"id": f"r{i}", "prompt": f"Question {i}", "response": f"Answer {i}."} for i in range(3)]

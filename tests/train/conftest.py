@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from train.fake_translate_server import FakeTranslateServer
+from testkit.translate_server import FakeTranslateServer
 from train.translate import TranslateSettings
 
 

@@ -336,7 +336,7 @@ def test_validation_at_intervals_unless_turned_off(tmp_path, tiny_models):
 
 
 def test_loss_log_survives_a_torn_last_line(tmp_path):
-    from train.trainer import read_loss_log
+    from train.report import read_loss_log
 
     path = tmp_path / "loss.jsonl"
     path.write_text(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from train.fake_translate_server import HANG, REDIRECT_LOOP, TRUNCATE
+from testkit.translate_server import HANG, REDIRECT_LOOP, TRUNCATE
 from train.translate import (
     EndpointGoogleTranslator,
     Journal,

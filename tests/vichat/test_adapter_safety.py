@@ -17,6 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from testkit.tiny import build_adapter as make_adapter
 from vichat.adapter_checks import check_base, read_adapter
 from vichat.errors import VariantUnavailableError, ViChatError
 from vichat.loading import BaseSpec, LoadedBase, adapter_availability, lora_targets
@@ -24,24 +25,6 @@ from vichat.paths import ASSETS, MODELS_YAML
 from vichat.registry import Registry
 
 WEIGHTS, CONFIG, META = "adapter_model.safetensors", "adapter_config.json", "vichat.json"
-
-
-def make_adapter(base: Path, out: Path, seed: int, targets: list[str]) -> Path:
-    """A LoRA with random A and B (init false), large enough to move the tiny model's output."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LoraConfig(
-        r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False, task_type="CAUSAL_LM"
-    )
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), cfg)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_" in n:
-                p.normal_(0, 0.5)
-    model.save_pretrained(out, safe_serialization=True)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ bad adapters

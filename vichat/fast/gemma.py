@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from vichat.fast.kernels import KernelChoice, choose_kernels
 from vichat.fast.linear import Linear, make_linear
 from vichat.fast.threads import ThreadChoice
+from vichat.loading import inner_model
 
 SUPPORTED_TYPES = ("gemma3_text",)
 # group -> the projections fused into it, in output order
@@ -57,11 +58,6 @@ def unsupported_reason(config) -> str:
     }
     missing = [name for name, ok in checks.items() if not ok]
     return f"{model_type} with {', '.join(missing)} has no fast path" if missing else ""
-
-
-def inner_model(model):
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _weight(module) -> torch.Tensor:

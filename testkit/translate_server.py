@@ -17,23 +17,20 @@ are not a page), ``NO_ELEMENT`` (200 with an HTML page that holds no translation
 The stand-in "translation" upper-cases letters: chunking never changes the result, and text
 that was kept out of translation (code) stays visibly lower-case.
 
-    python -m train.fake_translate_server --port 8765 --latency 0.1
+    python -m testkit.translate_server --port 8765 --latency 0.1
     python -m train.translate in.jsonl out.jsonl --url http://127.0.0.1:8765/m
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import html
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from vichat.checks import arg
+from testkit.http import LocalServer, QuietHandler, stand_in_parser
 from vichat.cli import run
 
 HANG = "hang"
@@ -94,31 +91,16 @@ class RequestLog:
             self.in_flight -= 1
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that hangs up mid-request (a killed translate run) is normal here, not an error to print."""
-
-    def handle_error(self, request, client_address) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class FakeTranslateServer:
+class FakeTranslateServer(LocalServer):
     """Start with ``with FakeTranslateServer(...) as server:``; point a translator at ``server.url``."""
+
+    url_path = "/m"
+    thread_name = "fake-translate"
 
     def __init__(self, settings: ServerSettings | None = None, port: int = 0) -> None:
         self.settings = settings or ServerSettings()
         self.log = RequestLog()
-        self._httpd = _QuietServer(("127.0.0.1", port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/m"
+        super().__init__(_handler_for(self), port=port)
 
     @property
     def request_count(self) -> int:
@@ -141,35 +123,6 @@ class FakeTranslateServer:
         with self.log.lock:
             self.log.texts.clear()
             self.log.max_in_flight = self.log.in_flight
-
-    def start(self) -> FakeTranslateServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-translate",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (the CLI)."""
-        try:
-            self._httpd.serve_forever()
-        finally:
-            self._httpd.server_close()
-
-    def __enter__(self) -> FakeTranslateServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def answer(self, text: str) -> Answer:
         """Decide the answer to one request."""
@@ -227,11 +180,8 @@ def _result_page(translation: str, element_class: str) -> bytes:
     ).encode()
 
 
-def _handler_for(server: FakeTranslateServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK stalls
-
+def _handler_for(server: FakeTranslateServer) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - name required by BaseHTTPRequestHandler
             query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
             text = query.get("q", [""])[0]
@@ -239,51 +189,23 @@ def _handler_for(server: FakeTranslateServer) -> type[BaseHTTPRequestHandler]:
             headers = {"Content-Type": "text/html; charset=utf-8", **answer.headers}
             if answer.status == 302:
                 headers.setdefault("Location", self.path)
-            payload = answer.body[: len(answer.body) // 2] if answer.truncate else answer.body
-            try:
-                self.send_response(answer.status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.body)))
-                if answer.truncate:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout); nothing to answer
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet by default
-            return
+            headers["Content-Length"] = str(len(answer.body))
+            if answer.truncate:
+                headers["Connection"] = "close"
+                self.close_connection = True
+            self.send(
+                answer.status,
+                answer.body[: len(answer.body) // 2] if answer.truncate else answer.body,
+                headers,
+            )
 
     return Handler
 
 
-@dataclass
-class ServeArgs:
-    port: int = 8765
-    latency: float = 0.0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m train.fake_translate_server", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--port", type=arg("--port", minimum=0, maximum=65535, integer=True), default=ServeArgs.port
-    )
-    parser.add_argument(
-        "--latency",
-        type=arg("--latency", minimum=0, maximum=3600),
-        default=ServeArgs.latency,
-        help="seconds per request",
-    )
-    args = ServeArgs(**vars(parser.parse_args(argv)))
+    args = stand_in_parser("testkit.translate_server", __doc__, port=8765).parse_args(argv)
     server = FakeTranslateServer(ServerSettings(latency_s=args.latency), port=args.port)
-    print(f"serving a stand-in translator at {server.url} (Ctrl+C to stop)")
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    return 0
+    return server.serve_until_ctrl_c("serving a stand-in translator at {url} (Ctrl+C to stop)")
 
 
 if __name__ == "__main__":

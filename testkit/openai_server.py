@@ -17,7 +17,7 @@ collection of model names.
 
 Verdicts are deterministic: each answer's score is the ``[score=N]`` tag in it, else a hash of its text
 (1..10). A message that is not a judge prompt gets an answer derived from its text. Run it by hand with
-``python -m eval.openai_server --port 8000 --latency 0.2`` and point ``--base-url`` at it.
+``python -m testkit.openai_server --port 8000 --latency 0.2`` and point ``--base-url`` at it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ import json
 import re
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from testkit.http import LocalServer, QuietHandler, stand_in_parser
+from vichat.cli import run
 
 ASSISTANT_2 = "Assistant 2's Answer"
 _TAG = re.compile(r"\[score=(\d+(?:\.\d+)?)\]")
@@ -79,9 +81,12 @@ def verdict_for(user_message: str, bias: float = 0.0) -> str:
     return f"{s1:g} {s2:g}\nAssistant 1 scores {s1:g} and Assistant 2 scores {s2:g} for the reasons given."
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LocalServer):
     """The server, in a daemon thread. ``requests`` keeps what each call sent (body and Authorization);
     ``max_active`` is the most requests it ever held at once."""
+
+    url_path = "/v1"
+    thread_name = "fake-openai"
 
     def __init__(self, behaviour: Behaviour | None = None, host: str = "127.0.0.1", port: int = 0):
         self.behaviour = behaviour or Behaviour()
@@ -89,14 +94,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._script_pos = 0
         self.active = self.max_active = 0
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        super().__init__(_handler_for(self), host, port)
 
     @property
     def calls(self) -> int:
@@ -130,41 +128,12 @@ class FakeOpenAIServer:
         with self._lock:
             self.active -= 1
 
-    def start(self) -> FakeOpenAIServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        wbufsize = -1  # headers and body leave in one write (no Nagle / delayed-ACK stall per response)
-
-        def log_message(self, format, *args) -> None:  # quiet
-            pass
-
+def _handler_for(server: FakeOpenAIServer) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:  # the client gave up (timeout) and closed the connection
-                pass
+            json_body = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+            self.send(status, body, {**json_body, **(headers or {})})
 
         def _error(self, status: int, message: str, kind: str) -> None:
             body = json.dumps({"error": {"message": message, "type": kind, "code": None}}).encode()
@@ -247,26 +216,14 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--latency", type=float, default=0.0)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = stand_in_parser("testkit.openai_server", __doc__, port=8000)
     parser.add_argument("--script", default="", help="comma list of actions for the first requests")
     args = parser.parse_args(argv)
-    server = FakeOpenAIServer(
-        Behaviour(latency=args.latency, script=[a for a in args.script.split(",") if a]), port=args.port
-    )
-    print(f"serving the Chat Completions API on {server.url} (Ctrl-C stops)")
-    try:
-        server._httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server._httpd.server_close()
-    return 0
+    behaviour = Behaviour(latency=args.latency, script=[a for a in args.script.split(",") if a])
+    server = FakeOpenAIServer(behaviour, port=args.port)
+    return server.serve_until_ctrl_c("serving the Chat Completions API on {url} (Ctrl-C stops)")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))
