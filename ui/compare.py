@@ -55,8 +55,9 @@ from vichat.prompts import check_instruction
 from vichat.registry import Registry
 
 HOW = (
-    "Both answers use the same seed and settings. They stream **one after the other** (A, then B): "
-    "variants of one base share its weights, which serve one generation at a time."
+    "Both answers use the same seed and settings. On the fast CPU path (the Gemma variants) they decode in "
+    "**one batch and stream side by side**; variants on the reference path (BLOOMZ, GPT-J) share their base's "
+    "weights one generation at a time, so there A streams, then B."
 )
 ARENA_HOW = (
     "**Blind** (the arena): the two variants go on random sides, labelled only A and B. When both answers "

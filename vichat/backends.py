@@ -98,6 +98,14 @@ def interleave(streams: Sequence[Callable[[], Iterator[str]]]) -> Iterator[tuple
         stop.set()
 
 
+def each_on_its_own(one: Callable[[Request], Iterator[str]], requests: Sequence[Request]):
+    """``stream(requests)`` for a decoder that serves one request at a time: one in this thread, several in
+    threads of their own (:func:`interleave`)."""
+    if len(requests) == 1:
+        return ((0, piece) for piece in one(requests[0]))
+    return interleave([lambda r=r: one(r) for r in requests])
+
+
 class ReferenceDecoder:
     """transformers ``generate`` on the loaded base; requests take turns on the base's lock."""
 
@@ -114,11 +122,7 @@ class ReferenceDecoder:
             )  # fmt: skip
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, str]]:
-        if len(requests) == 1:
-            for piece in self._one(requests[0]):
-                yield 0, piece
-            return
-        yield from interleave([lambda r=r: self._one(r) for r in requests])
+        return each_on_its_own(self._one, requests)
 
     def generate_batch(self, requests: Sequence[Request]) -> list[str]:
         """Requests with the same adapter, settings and stops go through ``generate`` as one padded batch."""
@@ -231,11 +235,7 @@ class RemoteDecoder:
         return self.backend.stream(r.prompt, r.settings, r.stops, r.cancel, r.stats)
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, str]]:
-        if len(requests) == 1:
-            for piece in self._one(requests[0]):
-                yield 0, piece
-            return
-        yield from interleave([lambda r=r: self._one(r) for r in requests])
+        return each_on_its_own(self._one, requests)
 
     def generate_batch(self, requests: Sequence[Request]) -> list[str]:
         from concurrent.futures import ThreadPoolExecutor
