@@ -517,13 +517,20 @@ class Registry:
         stats: GenerationStats | None = None,
     ) -> tuple[Decoder, Request]:
         """The decoder of ``name`` and the request for one instruction (the template applied here)."""
-        template = self.template(name)
-        settings = settings or GenerationSettings()
-        adapter = self.prepare(name)[1] if self.variant(name).backend == "local" else None
-        request = Request(template.build(instruction), settings, tuple(template.stop), adapter, cancel)
+        v = self.variant(name)
+        template = get_template(v.template)
+        decoder = self.decoder(name)  # a local variant's base and adapter are loaded here, once
+        adapter = name if v.backend == "local" and v.adapter else None  # its name on the base (prepare)
+        request = Request(
+            template.build(instruction),
+            settings or GenerationSettings(),
+            tuple(template.stop),
+            adapter,
+            cancel,
+        )
         if stats is not None:
             request.stats = stats
-        return self.decoder(name), request
+        return decoder, request
 
     # ------------------------------------------------------------------------------------- generation
 
@@ -606,8 +613,8 @@ def _cached(reg: Registry, key: tuple, make) -> Decoder:
         return reg._decoders[key]
 
 
-def _reference(reg: Registry, v: Variant) -> Decoder:
-    base = reg.loaded_base(v.base)
+def _reference(reg: Registry, v: Variant, base: LoadedBase | None = None) -> Decoder:
+    base = base or reg.prepare(v.name)[0]  # the base, with this variant's adapter loaded onto it
     return _cached(reg, ("reference", v.base, id(base)), lambda: ReferenceDecoder(base))
 
 
@@ -615,7 +622,7 @@ def _fast_or_reference(reg: Registry, v: Variant) -> Decoder:
     """The base's batched fast decoder where it applies to this variant; the reference otherwise."""
     base, adapter = reg.prepare(v.name)
     if reg.fast_engine(v.name, base, adapter) is None:
-        return _reference(reg, v)
+        return _reference(reg, v, base)
     sched = reg.scheduler(base)
     return _cached(reg, ("fast", v.base, id(sched)), lambda: FastDecoder(base, sched))
 
