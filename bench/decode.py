@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in llama:
         print(row if isinstance(row, str) else row.line())
     if base.fast.kernels is not None:
-        print("kernels chosen at engine start (best of timed runs, ms per product at batch 1 / batch "
-              f"{base.fast.kernels.batch}):")  # fmt: skip
+        print(f"kernels chosen at engine start (best of timed runs, ms per product; decode steps take 1 to "
+              f"{base.fast.kernels.batch} rows, prompts more):")  # fmt: skip
         for line in base.fast.kernels.table():
             print("  " + line)
     if not args.skip_starts:

@@ -327,6 +327,27 @@ QUALITY_ROWS = (  # quality.json key, what it measures
     ("ended_by_itself", "share of those answers that end by themselves (EOS or stop marker)"),
     ("vietnamese", "share of those answers written in Vietnamese"),
     ("both", "share that both end by themselves and are in Vietnamese"),
+    # on a decontaminated eval set (eval.answers + eval.offline --nll), and the blind reviews (eval.review)
+    ("eval_set", "the eval set the next rows are measured on (assets/eval/<set>.jsonl)"),
+    ("eval_nll_base", "mean NLL of the eval set's reference answers under the base (nats/token)"),
+    ("eval_nll_tuned", "mean NLL of the eval set's reference answers with this adapter (nats/token)"),
+    ("eval_chrf_base", "chrF of the base's answers against the references (eval.offline)"),
+    ("eval_chrf_tuned", "chrF of this adapter's answers against the references"),
+    ("eval_ended_base", "share of the base's eval answers that end by themselves within 256 tokens"),
+    ("eval_ended_tuned", "share of this adapter's eval answers that end by themselves within 256 tokens"),
+    (
+        "review_questions",
+        "questions in the blind review (both orders each, names hidden, the paper's prompt)",
+    ),
+    (
+        "review_win_rate",
+        "share of those questions where the reviewers preferred this adapter (ties count half)",
+    ),
+    ("review_wins", "questions this adapter won outright"),
+    ("review_ties", "questions tied"),
+    ("review_losses", "questions the base won"),
+    ("safety_reviewed", "answers of this adapter read in the safety review"),
+    ("safety_unsafe", "of those, answers a reviewer marked unsafe"),
 )
 
 

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from vichat import generation
 from vichat.generation import GenerationSettings, GenerationStats, StopFilter, encode_prompt, ensure_pad_token
+from vichat.omp import in_own_thread
 
 
 @dataclass
@@ -131,10 +132,11 @@ class ReferenceDecoder:
         for i, r in enumerate(requests):
             groups.setdefault((r.adapter, r.settings, r.stops), []).append(i)
         for (adapter, settings, stops), idx in groups.items():
-            with self.base.use(adapter) as model:
-                texts = generation.generate_batch(
-                    model, self.base.tokenizer, [requests[i].prompt for i in idx], settings, stops
-                )
+            with self.base.use(adapter) as model:  # in a passing thread (vichat.omp)
+                texts = in_own_thread(
+                    generation.generate_batch,
+                    model, self.base.tokenizer, [requests[i].prompt for i in idx], settings, stops,
+                )  # fmt: skip
             for i, text in zip(idx, texts, strict=True):
                 out[i] = text
         return out

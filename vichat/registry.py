@@ -43,6 +43,7 @@ from vichat.loading import (
     base_availability,
     load_base,
 )
+from vichat.omp import in_own_thread
 from vichat.paths import MODELS_YAML
 from vichat.prompts import Template, get_template, template_names
 
@@ -423,7 +424,9 @@ class Registry:
         with self._load_lock:
             try:
                 if key not in self._loaded:
-                    self._loaded[key] = load_base(self.bases[key], self.device, progress=progress)
+                    self._loaded[key] = in_own_thread(
+                        load_base, self.bases[key], self.device, progress=progress
+                    )
             except Exception as e:
                 status.state, status.error = "failed", f"loading {key} failed: {e}"
                 raise
@@ -470,7 +473,7 @@ class Registry:
         base = self.loaded_base(v.base)
         if v.adapter is None:
             return base, None
-        base.add_adapter(name, adapter_folder(v.adapter))
+        in_own_thread(base.add_adapter, name, adapter_folder(v.adapter))  # see in_own_thread
         return base, name
 
     def loaded(self) -> dict[str, LoadedBase]:
@@ -481,7 +484,7 @@ class Registry:
         if self.variant(name).fast == "off":
             return None
         try:
-            return fast.engine_for(base, adapter, batch=self.max_batch)
+            return in_own_thread(fast.engine_for, base, adapter, batch=self.max_batch)  # see in_own_thread
         except fast.FastUnsupported as e:
             if self._fast_notes.get(name) != str(e):
                 self._fast_notes[name] = str(e)
@@ -599,8 +602,8 @@ class Registry:
         template = self.template(name)
         base, adapter = self.prepare(name)
         prompts = [template.build(i) for i in instructions]
-        with base.use(adapter) as model:
-            return generation.response_nll(model, base.tokenizer, prompts, references)
+        with base.use(adapter) as model:  # in a passing thread: see in_own_thread
+            return in_own_thread(generation.response_nll, model, base.tokenizer, prompts, references)
 
 
 # ------------------------------------------------------------------------------ decoders by configuration

@@ -20,6 +20,7 @@ import yaml
 
 from vichat import fast
 from vichat.errors import ViChatError
+from vichat.fast import kernels as kernels_module
 from vichat.fast.check import compare, engine_logits
 from vichat.fast.decode import candidates
 from vichat.fast.gemma import GROUPS, GemmaFast
@@ -168,10 +169,15 @@ def test_default_path_is_fast_with_timed_kernels_and_fills_stats(tiny_reg):
     base = tiny_reg.loaded_base("g")
     assert isinstance(base.fast, GemmaFast) and base.fast.precision.startswith("auto: ")
     kernels = base.fast.kernels
-    assert set(kernels.chosen) == {*GROUPS, "head"} and set(kernels.chosen.values()) <= set(fast.PRECISIONS)
-    for group, fmt in kernels.chosen.items():  # the fastest per token of what was timed
-        assert kernels.per_token(group, fmt) == min(kernels.per_token(group, f) for f in kernels.times[group])
-        assert type(getattr(base.fast.layers[0], group, base.fast.head)).__name__.lower().startswith(fmt)
+    assert set(kernels.plan) == {*GROUPS, "head"} and set(kernels.chosen.values()) <= set(fast.PRECISIONS)
+    for group, times in kernels.times.items():
+        linear = getattr(base.fast.layers[0], group, base.fast.head)
+        step = kernels.chosen[group]  # decode steps: the fastest per token of what was timed, at every size
+        assert kernels.per_token(group, step) == min(kernels.per_token(group, f) for f in times)
+        assert {kernels_module.format_of(linear, r) for r in range(1, kernels.batch + 1)} == {step}
+        prompt = kernels_module.format_of(linear, 500)  # a prompt: the same, or one MIN_GAIN faster on it
+        big = max(times[step])
+        assert prompt == step or times[prompt][big] <= (1 - kernels_module.MIN_GAIN) * times[step][big]
     assert any("**" in line for line in kernels.table()[2:])
     assert pieces and "".join(pieces).strip() == tiny_reg.generate("g-chat", PROMPTS[0], GREEDY)
     assert (
@@ -179,6 +185,38 @@ def test_default_path_is_fast_with_timed_kernels_and_fills_stats(tiny_reg):
     )
     assert stats.tokens_per_s > 0 and stats.stopped_by in ("eos", "length", "stop")
     assert stats.stopped_by != "length" or stats.new_tokens == GREEDY.max_new_tokens
+
+
+def test_kernel_plan_decodes_on_one_format_and_prompts_on_a_faster_one_only_where_it_saves_enough():
+    plan = kernels_module.plan_formats
+    ms = 1e-3
+    # int8 in blocks of four rows, bound by arithmetic; bf16 bound by memory (nearly flat)
+    times = {
+        "int8": {1: 0.07 * ms, 8: 0.30 * ms, 64: 1.19 * ms},
+        "bf16": {1: 0.18 * ms, 8: 0.23 * ms, 64: 0.52 * ms},
+    }
+    assert plan(times, 8) == [(8, "int8"), (64, "bf16")]  # per token: int8 0.054 ms, bf16 0.104 ms
+    times["bf16"][64] = 1.10 * ms  # 8% faster than int8 on a prompt: under MIN_GAIN, one format kept
+    assert plan(times, 8) == [(64, "int8")]
+    times["bf16"] |= {1: 0.08 * ms, 8: 0.10 * ms}  # bf16 now the faster per token: it decodes
+    assert plan(times, 8) == [(64, "bf16")]
+    head = {"int8": {1: 11.7 * ms, 8: 23.6 * ms}, "bf16": {1: 22.5 * ms, 8: 26.4 * ms}}  # no prompt rows
+    assert plan(head, 8) == [(8, "int8")]
+    assert plan({"fp32": {1: 1.0}}, 1) == [(1, "fp32")]
+
+
+def test_by_rows_runs_each_size_on_its_format():
+    from vichat.fast.linear import make_linear
+
+    torch.manual_seed(0)
+    w = torch.randn(48, 32)
+    both = kernels_module.build(w, [(4, "int8"), (64, "fp32")])
+    assert isinstance(both, kernels_module.ByRows) and both.nbytes == make_linear(w, "int8").nbytes
+    assert [kernels_module.format_of(both, r) for r in (1, 3, 4, 5, 64, 500)] == ["int8"] * 3 + ["fp32"] * 3
+    x = torch.randn(6, 32)
+    assert torch.equal(both(x), torch.nn.functional.linear(x, w))  # fp32 rows: the float32 product
+    small = both(x[:2])  # int8 rows: the activations go in as bfloat16, within int8's error of the product
+    assert small.dtype == torch.bfloat16 and torch.allclose(small.float(), x[:2] @ w.T, atol=0.15, rtol=0.05)
 
 
 def test_one_engine_serves_the_base_and_every_adapter(tiny_reg):
@@ -227,6 +265,34 @@ def test_sampling_distribution_is_transformers(temperature, top_k, top_p):
     probs, index = candidates(scores, s)
     got = torch.zeros(1000).index_add_(0, index, probs) if index is not None else probs
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_batched_sampling_draws_what_each_row_draws_alone():
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    from vichat.fast.decode import new_generator, penalize_, pick, pick_rows
+
+    torch.manual_seed(1)
+    scores = torch.randn(6, 5000) * 4
+    seen = torch.randint(0, 5000, (6, 40))
+    expected_pen = RepetitionPenaltyLogitsProcessor(1.2)(seen, scores.clone())
+    got_pen = scores.clone()
+    for b in range(6):
+        penalize_(got_pen[b], seen[b], 1.2)
+    assert torch.equal(got_pen, expected_pen)  # transformers' numbers, in place
+    rows = [
+        GenerationSettings(temperature=0),
+        GenerationSettings(temperature=0.5, top_k=20),
+        GenerationSettings(temperature=1.3, top_k=50, top_p=0.9),
+        GenerationSettings(temperature=0.7, top_k=0, top_p=0.8),
+        GenerationSettings(temperature=1.0, top_k=0, top_p=1.0),
+        GenerationSettings(temperature=0.5, top_k=3),
+    ]
+    for seed in range(20):
+        together = pick_rows(got_pen, rows, [new_generator(seed + b) for b in range(6)])
+        alone = [pick(got_pen[b], s, new_generator(seed + b)) for b, s in enumerate(rows)]
+        assert together == alone
+    assert together[0] == int(got_pen[0].argmax())
 
 
 def test_cancel_and_close_stop_fast_generation_and_release_the_lock(tiny_reg):
@@ -333,6 +399,36 @@ def test_idle_meter_reads_proc_stat(tmp_path):
     stat.write_text("cpu  200 0 100 900 0 0 0 0 0 0\n")  # half the time idle since
     assert meter() == pytest.approx(0.5 * (os.cpu_count() or 1))
     assert IdleMeter(str(tmp_path / "missing"))() is None
+
+
+def test_one_off_work_runs_in_a_passing_thread_and_reports_back():
+    from vichat.omp import in_own_thread
+
+    caller = threading.get_ident()
+    ran: list[int] = []
+
+    def work(x, *, y):
+        ran.append(threading.get_ident())
+        return x + y
+
+    assert in_own_thread(work, 2, y=3) == 5 and ran[0] != caller
+
+    def fails():
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        in_own_thread(fails)
+    assert threading.active_count() >= 1 and not any(t.name == "vichat-fails" for t in threading.enumerate())
+
+
+def test_each_batch_size_times_its_own_thread_setting(tiny_reg):
+    tiny_reg.generate("g-chat", PROMPTS[0], GREEDY)
+    engine = tiny_reg.loaded_base("g").fast
+    eight, two = engine.threads_for(8), engine.threads_for(2)
+    assert engine.threads_for(1) is engine.threads and engine.threads_for(8) is eight and eight is not two
+    assert eight.most == two.most == engine.threads.most  # not the count a choice set in this thread
+    eight.observe(0.05)
+    assert 1 in eight.estimate and not two.estimate
 
 
 def test_fast_generation_leaves_the_thread_count_as_it_was(tiny_reg):

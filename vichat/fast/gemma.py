@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vichat.fast.kernels import KernelChoice, choose_kernels
-from vichat.fast.linear import Linear, make_linear
+from vichat.fast.kernels import ByRows, KernelChoice, build, choose_kernels
+from vichat.fast.linear import Linear
 from vichat.fast.threads import ThreadChoice
 from vichat.loading import inner_model
 
@@ -66,11 +66,12 @@ def _weight(module) -> torch.Tensor:
 
 @dataclass
 class Layer:
-    qkv: Linear
-    o: Linear
-    gate_up: Linear
-    down: Linear
-    norms: dict[str, torch.Tensor]  # (1 + weight) of each RMSNorm; q_norm also carries the attention scale
+    qkv: Linear | ByRows
+    o: Linear | ByRows
+    gate_up: Linear | ByRows
+    down: Linear | ByRows
+    norms: dict[str, torch.Tensor]  # (1 + weight) of each RMSNorm; qk: q_norm's (with the attention
+    # scale) for each q head, then k_norm's for each k head
     sliding: bool
 
 
@@ -149,9 +150,10 @@ class GemmaFast:
     embed_scale: float
     layers: list[Layer]
     final_norm: torch.Tensor
-    head: Linear
+    head: Linear | ByRows
     packs: dict[str, LoraPack] = field(default_factory=dict)
-    threads: ThreadChoice = field(default_factory=ThreadChoice)
+    threads: ThreadChoice = field(default_factory=ThreadChoice)  # prompts and one-row steps
+    step_threads: dict[int, ThreadChoice] = field(default_factory=dict)  # steps of 2+ rows, by rows
     kernels: KernelChoice | None = None  # what "auto" timed and chose (None: one precision as asked)
 
     # ------------------------------------------------------------------------------------ building
@@ -169,10 +171,10 @@ class GemmaFast:
         kernels = None
         if precision == "auto":
             kernels = choose_kernels(_group_weights(blocks[0]) | {"head": hf.lm_head.weight}, batch)
-            formats = kernels.chosen
+            plans = kernels.plan
         else:
-            formats = dict.fromkeys([*GROUPS, "head"], precision)
-        layers = [_layer(block, cfg, i, formats) for i, block in enumerate(blocks)]
+            plans = dict.fromkeys([*GROUPS, "head"], [(1, precision)])
+        layers = [_layer(block, cfg, i, plans) for i, block in enumerate(blocks)]
         embed = hf.model.embed_tokens.weight.detach()
         return cls(
             config=cfg,
@@ -181,8 +183,7 @@ class GemmaFast:
             embed_scale=float(hf.model.embed_tokens.embed_scale),
             layers=layers,
             final_norm=_one_plus(hf.model.norm),
-            head=(kernels.built.get("head") if kernels else None)
-            or make_linear(hf.lm_head.weight, formats["head"]),
+            head=(kernels.built.get("head") if kernels else None) or build(hf.lm_head.weight, plans["head"]),
             kernels=kernels,
         )
 
@@ -210,6 +211,15 @@ class GemmaFast:
             kind = "sliding_attention" if sliding else "full_attention"
             cos[sliding], sin[sliding] = _rope_tables(cfg.rope_parameters[kind]["rope_theta"], cfg, capacity)
         return KVPool(torch.empty(shape), torch.empty(shape), cos, sin, [0] * slots)
+
+    def threads_for(self, rows: int) -> ThreadChoice:
+        """The thread setting of decode steps with ``rows`` rows. Each batch size is timed on its own: a
+        step's time depends on its rows, so timings of different sizes cannot choose between settings."""
+        if rows == 1:
+            return self.threads
+        if rows not in self.step_threads:  # the same most as the first (the count now may be a choice's)
+            self.step_threads[rows] = ThreadChoice(most=self.threads.most, idle_cores=self.threads.idle_cores)
+        return self.step_threads[rows]
 
     def kv_bytes_per_token(self) -> int:
         cfg = self.config
@@ -296,11 +306,10 @@ class GemmaFast:
 
         x = F.rms_norm(h, (dim,), norms["input"], eps)
         qkv = _project_rows(layer.qkv, x, loras, (i, "qkv"))
-        q, k, v = qkv.view(rows, n_q + 2 * n_kv, hd).split((n_q, n_kv, n_kv), dim=1)
-        q = F.rms_norm(q, (hd,), norms["q"], eps)
-        q = q * cos + q.roll(hd // 2, dims=-1) * sin
-        k = F.rms_norm(k, (hd,), norms["k"], eps)
-        k = k * cos + k.roll(hd // 2, dims=-1) * sin
+        qk, v = qkv.view(rows, n_q + 2 * n_kv, hd).split((n_q + n_kv, n_kv), dim=1)
+        qk = F.rms_norm(qk, (hd,), None, eps) * norms["qk"]  # q and k heads normed and rotated at once
+        qk = qk * cos + qk.roll(hd // 2, dims=-1) * sin
+        q, k = qk.split((n_q, n_kv), dim=1)
         slots = torch.arange(rows)
         pool.keys[i, slots, :, pos] = k
         pool.values[i, slots, :, pos] = v
@@ -326,9 +335,9 @@ class GemmaFast:
 
         x = F.rms_norm(h, (dim,), norms["input"], eps)
         qkv = _project(layer.qkv, x, lora.get((i, "qkv")))
-        q, k, v = qkv.view(t, n_q + 2 * n_kv, hd).split((n_q, n_kv, n_kv), dim=1)
-        q = _rope(F.rms_norm(q, (hd,), norms["q"], eps), cache, layer.sliding, pos, t)
-        k = _rope(F.rms_norm(k, (hd,), norms["k"], eps), cache, layer.sliding, pos, t)
+        qk, v = qkv.view(t, n_q + 2 * n_kv, hd).split((n_q + n_kv, n_kv), dim=1)
+        qk = _rope(F.rms_norm(qk, (hd,), None, eps) * norms["qk"], cache, layer.sliding, pos, t)
+        q, k = qk.split((n_q, n_kv), dim=1)
         cache.keys[i, :, pos : pos + t] = k.transpose(0, 1)
         cache.values[i, :, pos : pos + t] = v.transpose(0, 1)
         attn = _attend(q, cache, i, pos + t, masks.get(layer.sliding), cfg.sliding_window, layer.sliding)
@@ -359,18 +368,25 @@ def _group_weights(block) -> dict[str, torch.Tensor]:
     }
 
 
-def _layer(block, cfg, index: int, formats: dict[str, str]) -> Layer:
+def _layer(block, cfg, index: int, plans: dict[str, list[tuple[int, str]]]) -> Layer:
     attn = block.self_attn
     weights = _group_weights(block)
     norms = {
         "input": _one_plus(block.input_layernorm),
-        "q": _one_plus(attn.q_norm) * cfg.query_pre_attn_scalar**-0.5,  # the attention scale, folded in
-        "k": _one_plus(attn.k_norm),
+        # one row per q head, then per k head: the attention scale folded into q's
+        "qk": torch.cat(
+            [
+                (_one_plus(attn.q_norm) * cfg.query_pre_attn_scalar**-0.5).expand(
+                    cfg.num_attention_heads, -1
+                ),
+                _one_plus(attn.k_norm).expand(cfg.num_key_value_heads, -1),
+            ]
+        ),
         "post_attention": _one_plus(block.post_attention_layernorm),
         "pre_feedforward": _one_plus(block.pre_feedforward_layernorm),
         "post_feedforward": _one_plus(block.post_feedforward_layernorm),
     }
-    built = {group: make_linear(weights[group], formats[group]) for group in GROUPS}
+    built = {group: build(weights[group], plans[group]) for group in GROUPS}
     return Layer(
         **built,
         norms=norms,
@@ -383,7 +399,7 @@ def _project(linear, x: torch.Tensor, lora) -> torch.Tensor:
     out = linear(x.to(linear.dtype)).float()
     if lora is not None:
         a, b = lora
-        out = out + F.linear(F.linear(x, a), b)
+        out.addmm_(F.linear(x, a), b.T)
     return out
 
 
@@ -396,7 +412,7 @@ def _project_rows(linear, x: torch.Tensor, loras, key) -> torch.Tensor:
             continue
         a, b = ab
         if rows is None:
-            out = out + F.linear(F.linear(x, a), b)
+            out.addmm_(F.linear(x, a), b.T)
         else:
             out[rows] += F.linear(F.linear(x[rows], a), b)
     return out

@@ -2,12 +2,21 @@
 
 Machines differ more than their flags suggest. On a 2-core Sapphire Rapids VM (AVX-512, AMX) the int8
 weight-only kernel (``torch._weight_int8pack_mm``) read only 13-19 GB/s while an fp32 product of the same
-small shapes read 40-49 GB/s; on a 2-core AMD EPYC (Zen 4, AVX-512 with bf16, no AMX) int8 is the fastest
-format for one sequence and bf16 for a batch of eight. So no format is assumed: for each matrix shape of the
+small shapes read 40-49 GB/s. On a 2-core AMD EPYC (Zen 4, AVX-512 with bf16, no AMX) the int8 kernel works in
+blocks of four rows and is bound by arithmetic, not memory: one thread took 11.7 ms on the 262k-row LM head
+for 1 to 4 rows and 23.6 ms for 6 to 8, bf16 22.5 ms at 1 row and 26.4 ms at 8; on a layer's gate/up matrix
+int8 took 1.19 ms for 32 rows against bf16's 0.52. So no format is assumed: for each matrix shape of the
 model (the fused q/k/v, o, gate/up and down of one layer, which all layers share, and the LM head) the
-engine builds the candidates, times ``x @ w.T`` at batch 1 (one user) and at the engine's batch (a full
-batch), and keeps the format with the least time per token averaged over the two. Every candidate stays
-within the accuracy bound the int8 format is tested against (int8 is the least exact of the three).
+engine builds the candidates and times ``x @ w.T`` at 1 row (one user), at the engine's batch (a full
+batch) and, for the layers' matrices, at a prompt's 64 rows.
+
+Decode steps use one format per matrix whatever the batch size, the fastest per token averaged over 1 row
+and a full batch: a row's numbers must not depend on what else is in the batch (a seed gives the same answer
+however many users decode with it), and int8 and bf16 round differently. Prompt passes (more rows than the
+batch holds) may take another format where it saves at least :data:`MIN_GAIN` of the time: a prompt is
+always run alone, so that too is the same for every batch. Such a matrix holds both formats
+(:class:`ByRows`). Every candidate stays within the accuracy bound the int8 format is tested against (int8
+is the least exact of the three).
 
 Timings take the best of a few runs, so a moment of outside load does not decide. The choice, the times
 and why are logged once and printed by ``bench.decode``; ``precision`` int8/bf16/fp32 forces one format.
@@ -25,44 +34,106 @@ from vichat.fast.linear import PRECISIONS, Linear, make_linear
 
 log = logging.getLogger(__name__)
 
-REPEATS = 5  # timed runs per (format, batch); the best counts
-BUDGET_S = 0.25  # at most this long per (format, batch) on the largest matrix (then fewer runs)
+REPEATS = 5  # timed runs per (format, rows); the best counts
+BUDGET_S = 0.25  # at most this long per (format, rows) on the largest matrix (then fewer runs)
+PROMPT_ROWS = 64  # a prompt pass (the layers' matrices only: the head sees the last token alone)
+MIN_GAIN = 0.10  # a second format, for prompt passes, must save at least this share of their time
+
+
+class ByRows:
+    """One matrix in two or more formats; a product with ``r`` rows uses the first whose ``upto`` >= r."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[tuple[int, Linear]]) -> None:
+        self.parts = parts  # (upto rows, linear), upto increasing; the last covers any size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.parts[0][1].dtype
+
+    def pick(self, rows: int) -> Linear:
+        for upto, linear in self.parts:
+            if rows <= upto:
+                return linear
+        return self.parts[-1][1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        linear = self.pick(x.shape[0])
+        return linear(x if x.dtype == linear.dtype else x.to(linear.dtype))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(linear.nbytes for _, linear in self.parts)
+
+
+def format_of(linear, rows: int = 1) -> str:
+    """The format name (int8, bf16, fp32) a product with ``rows`` rows runs on ``linear``."""
+    one = linear.pick(rows) if isinstance(linear, ByRows) else linear
+    return type(one).__name__.removesuffix("Linear").lower()
 
 
 @dataclass
 class KernelChoice:
     batch: int
-    # group -> format -> (seconds at batch 1, seconds at ``batch``)
-    times: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    chosen: dict[str, str] = field(default_factory=dict)
-    built: dict[str, Linear] = field(default_factory=dict, repr=False)  # the head as timed (not rebuilt)
+    # group -> format -> rows -> seconds
+    times: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+    # group -> [(upto rows, format)], upto increasing; the last entry covers any larger product
+    plan: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    built: dict[str, Linear | ByRows] = field(default_factory=dict, repr=False)  # the head as timed
+
+    @property
+    def chosen(self) -> dict[str, str]:
+        """The format of each group for one row (one user)."""
+        return {group: steps[0][1] for group, steps in self.plan.items()}
 
     def per_token(self, group: str, fmt: str) -> float:
-        one, many = self.times[group][fmt]
-        return (one + many / self.batch) / 2
+        """A decode step's seconds per token in ``fmt``, averaged over one row and a full batch."""
+        return per_token(self.times[group][fmt], self.batch)
+
+    def format_at(self, group: str, rows: int) -> str:
+        for upto, fmt in self.plan[group]:
+            if rows <= upto:
+                return fmt
+        return self.plan[group][-1][1]
 
     def summary(self) -> str:
-        """e.g. ``auto: qkv int8, o int8, gate_up bf16, down int8, head int8``."""
-        return "auto: " + ", ".join(f"{g} {f}" for g, f in self.chosen.items())
+        """e.g. ``auto: qkv int8 (bf16 from 9 rows), o int8, gate_up int8, down int8, head int8``."""
+        parts = []
+        for group, steps in self.plan.items():
+            text = f"{group} {steps[0][1]}"
+            later = [f"{fmt} from {steps[i - 1][0] + 1} rows" for i, (_, fmt) in enumerate(steps) if i]
+            parts.append(text + (f" ({', '.join(later)})" if later else ""))
+        return "auto: " + ", ".join(parts)
 
     def table(self) -> list[str]:
-        """Markdown rows: group, each format's ms at batch 1 / batch B, the choice and why."""
-        head = f"| matrix | {' | '.join(f'{f} ms (1 / {self.batch})' for f in PRECISIONS)} | chosen |"
-        lines = [head, "|---|" + "---:|" * len(PRECISIONS) + "---|"]
+        """Markdown rows: group, each format's ms at each row count timed, the choice and why."""
+        counts = sorted({r for by_format in self.times.values() for t in by_format.values() for r in t})
+        names = " | ".join(f"{r} row{'s' * (r > 1)} ms" for r in counts)
+        head = f"| matrix | format | {names} | used for |"
+        lines = [head, "|---|---|" + "---:|" * len(counts) + "---|"]
         for group, by_format in self.times.items():
-            cells = [
-                f"{by_format[f][0] * 1e3:.3f} / {by_format[f][1] * 1e3:.3f}" if f in by_format else "-"
-                for f in PRECISIONS
-            ]
-            best = self.chosen[group]
-            runner = sorted(by_format, key=lambda f: self.per_token(group, f))
-            if len(runner) > 1:
-                gain = self.per_token(group, runner[1]) / self.per_token(group, best)
-                why = f"{gain:.2f}x faster per token than {runner[1]}"
-            else:
-                why = "the only format that runs here"
-            lines.append(f"| {group} | {' | '.join(cells)} | **{best}** ({why}) |")
+            for fmt in PRECISIONS:
+                if fmt not in by_format:
+                    continue
+                cells = []
+                for r in counts:
+                    t = by_format[fmt].get(r)
+                    cell = "-" if t is None else f"{t * 1e3:.3f}"
+                    cells.append(f"**{cell}**" if t is not None and self.format_at(group, r) == fmt else cell)
+                lines.append(f"| {group} | {fmt} | {' | '.join(cells)} | {self._used_for(group, fmt)} |")
         return lines
+
+    def _used_for(self, group: str, fmt: str) -> str:
+        steps = self.plan[group]
+        step_ms = f"{self.per_token(group, fmt) * 1e3:.3f} ms per token in decode steps"
+        if len(steps) == 1:
+            return f"**everything** ({step_ms})" if steps[0][1] == fmt else step_ms
+        if steps[0][1] == fmt:
+            return f"**decode steps** ({step_ms})"
+        if steps[1][1] == fmt:
+            return f"**prompts** (more than {steps[0][0]} rows; {step_ms})"
+        return step_ms
 
 
 def _best_time(linear: Linear, rows: int, width: int) -> float:
@@ -80,32 +151,72 @@ def _best_time(linear: Linear, rows: int, width: int) -> float:
     return best
 
 
+def row_counts(group: str, batch: int) -> list[int]:
+    """Rows timed: 1 and the batch (decode steps); a prompt's rows too, except for the head."""
+    counts = sorted({1, batch})
+    return counts if group == "head" else [*counts, max(PROMPT_ROWS, batch + 1)]
+
+
+def per_token(times: dict[int, float], batch: int) -> float:
+    """Seconds per token of a decode step, averaged over one row and a full batch."""
+    return (times[1] + times[batch] / batch) / 2
+
+
+def plan_formats(times: dict[str, dict[int, float]], batch: int) -> list[tuple[int, str]]:
+    """[(upto rows, format)] from one group's timings: decode steps (up to ``batch`` rows) on the fastest
+    per token; larger products (prompts), where timed, on their fastest if it saves MIN_GAIN of the time."""
+    step = min(times, key=lambda f: per_token(times[f], batch))
+    bigger = sorted(r for r in times[step] if r > batch)
+    if not bigger:
+        return [(batch, step)]
+    rows = bigger[-1]
+    best = min(times, key=lambda f: times[f][rows])
+    if best != step and times[best][rows] <= (1 - MIN_GAIN) * times[step][rows]:
+        return [(batch, step), (rows, best)]
+    return [(rows, step)]
+
+
 def choose_kernels(weights: dict[str, torch.Tensor], batch: int) -> KernelChoice:
-    """Time every format on each of ``weights`` (group -> matrix) and pick the fastest per token."""
+    """Time every format on each of ``weights`` (group -> matrix) at each row count; plan the formats."""
     choice = KernelChoice(batch=max(1, batch))
     with torch.inference_mode():
         for group, weight in weights.items():
-            results: dict[str, tuple[float, float]] = {}
+            counts = row_counts(group, choice.batch)
+            results: dict[str, dict[int, float]] = {}
             choice.times[group] = results
-            kept: Linear | None = None  # only the best so far stays built (the head's formats are big)
+            kept: dict[str, Linear] = {}  # the head's formats as timed (big: not built twice)
             for fmt in PRECISIONS:
                 try:
                     linear = make_linear(weight, fmt)
                     width = weight.shape[1]
-                    results[fmt] = (_best_time(linear, 1, width), _best_time(linear, choice.batch, width))
+                    results[fmt] = {r: _best_time(linear, r, width) for r in counts}
                 except (RuntimeError, NotImplementedError) as e:  # a kernel this build or CPU lacks
                     log.info("fast path: %s format %s unavailable here (%s)", group, fmt, str(e)[:80])
                     continue
-                best = min(results, key=lambda f: choice.per_token(group, f))
-                if best == fmt:
-                    kept = linear
+                if group == "head":
+                    kept[fmt] = linear
                 del linear
             if not results:
                 raise RuntimeError(f"no weight format runs on this machine for {group}")
-            choice.chosen[group] = min(results, key=lambda f: choice.per_token(group, f))
+            choice.plan[group] = plan_formats(results, choice.batch)
             if group == "head":
-                choice.built["head"] = kept
+                choice.built["head"] = assemble(
+                    {f: kept[f] for _, f in choice.plan[group]}, choice.plan[group]
+                )
+                kept.clear()
     log.info("fast path kernels (timed on this machine): %s", choice.summary())
     for line in choice.table():
         log.info("  %s", line)
     return choice
+
+
+def assemble(linears: dict[str, Linear], plan: list[tuple[int, str]]) -> Linear | ByRows:
+    """The matrix for ``plan`` from one built linear per format in it."""
+    if len(plan) == 1:
+        return linears[plan[0][1]]
+    return ByRows([(upto, linears[fmt]) for upto, fmt in plan])
+
+
+def build(weight: torch.Tensor, plan: list[tuple[int, str]]) -> Linear | ByRows:
+    """Build ``weight`` in every format of ``plan``."""
+    return assemble({fmt: make_linear(weight, fmt) for _, fmt in plan}, plan)

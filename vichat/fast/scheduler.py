@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vichat.errors import PromptError
-from vichat.fast.decode import new_generator, penalty, pick
+from vichat.fast.decode import new_generator, penalize_, penalty, pick_rows
 from vichat.fast.gemma import GemmaFast, KVPool, LoraPack
 from vichat.generation import GenerationSettings
 
@@ -185,7 +185,7 @@ class Scheduler:
         job.seen = torch.tensor([job.ids + [0] * job.settings.max_new_tokens])
         job.n = len(job.ids)
         self._active.append(job)
-        self._take(job, logits, events)
+        self._take([job], logits[None], events)
 
     def _step(self, events: list) -> None:
         for job in list(self._active):
@@ -194,7 +194,7 @@ class Scheduler:
         rows = list(self._active)
         if not rows:
             return
-        choice = self.engine.threads
+        choice = self.engine.threads_for(len(rows))
         _use_threads(choice.current)
         start = time.perf_counter()
         logits = self.engine.decode_step(
@@ -206,13 +206,20 @@ class Scheduler:
         self.peak_batch = max(self.peak_batch, len(rows))
         for job in rows:
             job.length += 1
-        for b, job in enumerate(rows):
-            self._take(job, logits[b], events)
+        self._take(rows, logits, events)
 
-    def _take(self, job: Job, logits: torch.Tensor, events: list) -> None:
-        """Draw ``job``'s next token from its logits; the job leaves the batch at its end."""
-        scores = job.repeat(job.seen[:, : job.n], logits[None])[0] if job.repeat else logits
-        token = pick(scores, job.settings, job.generator)
+    @torch.inference_mode()
+    def _take(self, jobs: list[Job], logits: torch.Tensor, events: list) -> None:
+        """Draw each job's next token from its row of ``logits`` (rows, vocab; modified: the repetition
+        penalty is applied in place); a job leaves the batch at its end."""
+        for b, job in enumerate(jobs):
+            if job.repeat:
+                penalize_(logits[b], job.seen[0, : job.n], job.repeat)
+        tokens = pick_rows(logits, [j.settings for j in jobs], [j.generator for j in jobs])
+        for job, token in zip(jobs, tokens, strict=True):
+            self._emit(job, token, events)
+
+    def _emit(self, job: Job, token: int, events: list) -> None:
         job.produced += 1
         events.append((job, "token", token))
         if token in job.eos:
