@@ -184,7 +184,7 @@ def choose_kernels(weights: dict[str, torch.Tensor], batch: int) -> KernelChoice
             counts = row_counts(group, choice.batch)
             results: dict[str, dict[int, float]] = {}
             choice.times[group] = results
-            kept: dict[str, Linear] = {}  # the head's formats as timed (big: not built twice)
+            kept: Linear | None = None  # the head: only the best so far stays built (its formats are big)
             for fmt in PRECISIONS:
                 try:
                     linear = make_linear(weight, fmt)
@@ -193,30 +193,22 @@ def choose_kernels(weights: dict[str, torch.Tensor], batch: int) -> KernelChoice
                 except (RuntimeError, NotImplementedError) as e:  # a kernel this build or CPU lacks
                     log.info("fast path: %s format %s unavailable here (%s)", group, fmt, str(e)[:80])
                     continue
-                if group == "head":
-                    kept[fmt] = linear
+                if group == "head" and min(results, key=lambda f: per_token(results[f], choice.batch)) == fmt:
+                    kept = linear
                 del linear
             if not results:
                 raise RuntimeError(f"no weight format runs on this machine for {group}")
             choice.plan[group] = plan_formats(results, choice.batch)
-            if group == "head":
-                choice.built["head"] = assemble(
-                    {f: kept[f] for _, f in choice.plan[group]}, choice.plan[group]
-                )
-                kept.clear()
+            if group == "head":  # timed at decode sizes only, so one format: the best per token, kept
+                choice.built["head"] = kept
     log.info("fast path kernels (timed on this machine): %s", choice.summary())
     for line in choice.table():
         log.info("  %s", line)
     return choice
 
 
-def assemble(linears: dict[str, Linear], plan: list[tuple[int, str]]) -> Linear | ByRows:
-    """The matrix for ``plan`` from one built linear per format in it."""
-    if len(plan) == 1:
-        return linears[plan[0][1]]
-    return ByRows([(upto, linears[fmt]) for upto, fmt in plan])
-
-
 def build(weight: torch.Tensor, plan: list[tuple[int, str]]) -> Linear | ByRows:
-    """Build ``weight`` in every format of ``plan``."""
-    return assemble({fmt: make_linear(weight, fmt) for _, fmt in plan}, plan)
+    """Build ``weight`` in every format of ``plan``: one linear, or :class:`ByRows` over several."""
+    if len(plan) == 1:
+        return make_linear(weight, plan[0][1])
+    return ByRows([(upto, make_linear(weight, fmt)) for upto, fmt in plan])
