@@ -11,7 +11,8 @@ per-request seeds the answers are the same tokens either way; target <= 1.25x). 
 same GGUF with --parallel 8, where a ``llama-server`` binary is on PATH, as the anchor for aggregate
 throughput (target >= 1.0x). The app: ``python app.py`` in a child process, 8 gradio_client users sending 2
 chat requests each at once (queue 16): every request must complete with 0 errors; latency p50/p95 and the
-app's resident memory before and after.
+app's resident memory before and after; run twice, with a page update per streamed token and with the default
+(at most one per 50 ms, ``VICHAT_STREAM_EVERY_S``), and the ratio of their wall times.
 
 Each scenario runs in its own process so peak memory (max RSS) is its own. Uses the embedded default
 (Gemma 3 270M) and the shipped Gemma adapters, or random LoRA adapters of the same shape if those are absent.
@@ -219,8 +220,11 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def app_load(users: int = 8, each: int = 2, new_tokens: int = 48) -> dict:
-    """``python app.py`` in a child; ``users`` gradio_client users sending ``each`` chat requests at once."""
+def app_load(
+    users: int = 8, each: int = 2, new_tokens: int = 48, stream_every_s: float | None = None
+) -> dict:
+    """``python app.py`` in a child; ``users`` gradio_client users sending ``each`` chat requests at once.
+    ``stream_every_s``: the app's ``VICHAT_STREAM_EVERY_S`` (None: its default)."""
     import socket
     import threading
     import urllib.request
@@ -232,6 +236,9 @@ def app_load(users: int = 8, each: int = 2, new_tokens: int = 48) -> dict:
         port = sock.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("SPACE_ID", None)
+    env.pop("VICHAT_STREAM_EVERY_S", None)
+    if stream_every_s is not None:
+        env["VICHAT_STREAM_EVERY_S"] = str(stream_every_s)
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port), "--queue-size", str(users * each)],
         cwd=resolve("."), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -328,12 +335,18 @@ def batched(args) -> None:
         print(f"llama.cpp server --parallel 8: {theirs:.1f} tok/s aggregate; ours at 8 / llama.cpp: "
               f"{eight / theirs:.2f}x (target >= 1.0x)")  # fmt: skip
     if not args.skip_app:
-        app = app_load()
-        print(f"app load test: {app['done']}/{app['requests']} requests completed, {len(app['errors'])} errors, "
-              f"latency p50 {app['p50']:.1f} s, p95 {app['p95']:.1f} s, wall {app['wall_s']:.1f} s; app memory "
-              f"{app['rss_before']:.0f} MB before, {app['rss_after']:.0f} MB after")  # fmt: skip
-        for e in app["errors"][:5]:
-            print(f"  error: {e}")
+        runs = {"every token": app_load(stream_every_s=0), "default (<= 1 update per 50 ms)": app_load()}
+        for label, app in runs.items():
+            print(f"app load test, page updates {label}: {app['done']}/{app['requests']} requests completed, "
+                  f"{len(app['errors'])} errors, latency p50 {app['p50']:.1f} s, p95 {app['p95']:.1f} s, wall "
+                  f"{app['wall_s']:.1f} s; app memory {app['rss_before']:.0f} MB before, {app['rss_after']:.0f} MB "
+                  "after")  # fmt: skip
+            for e in app["errors"][:5]:
+                print(f"  error: {e}")
+        per_token, default = runs.values()
+        print(
+            f"app load test wall time, every token / default: {per_token['wall_s'] / default['wall_s']:.2f}x"
+        )
 
 
 def reg_settings(n: int):

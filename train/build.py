@@ -7,8 +7,10 @@
         [--eval assets/eval/general.jsonl assets/eval/medical.jsonl] [--decontam-threshold 0.18 | --no-decontam]
         [--skip-invalid]
 
-A mixture spec is ``NAME[:CAP]=PATH`` entries joined by commas. PATH may be a glob; a name given twice
-reads both. CAP takes a seeded random sample of that many records of the source (after cleaning). The
+A mixture spec is ``NAME[:CAP][*REPEAT]=PATH`` entries joined by commas. PATH may be a glob; a name given twice
+reads both. CAP takes a seeded random sample of that many records of the source (after cleaning). REPEAT
+up-weights a source: each of its training records is written REPEAT times (after the validation split, which
+keeps one copy, so no copy of a held-out record is trained on). The
 source names and what Table I and the card say about them (display name, licence, the paper's row a
 source stands for) are data: ``assets/mixtures.yaml``. When a spec does not name ``ours``, the
 project's own data is added (``assets/data/general_*.jsonl`` for chat, ``medical_*.jsonl`` for doctor);
@@ -112,6 +114,8 @@ class SourceSpec:
     name: str
     patterns: list[str]
     cap: int | None = None
+    repeat: int = 1
+    """Copies of each of this source's training records (``NAME*N``); the validation split keeps one."""
 
 
 @dataclass
@@ -123,7 +127,7 @@ class BuildArgs:
     gpt4all: list[str] = field(default_factory=list)
     chatdoctor: list[str] = field(default_factory=list)
     chat: str | None = None
-    """``NAME[:CAP]=PATH,...`` for the Chat mixture (written to ``out_dir/chat``)."""
+    """``NAME[:CAP][*REPEAT]=PATH,...`` for the Chat mixture (written to ``out_dir/chat``)."""
     doctor: str | None = None
     sizes: list[str] = field(default_factory=list)
     """``name=N`` (or ``name=all``) per component; unnamed components keep everything."""
@@ -150,19 +154,26 @@ def parse_spec(flag: str, text: str, mixture: str) -> list[SourceSpec]:
         if not entry:
             continue
         head, sep, path = entry.partition("=")
+        head, star, repeat_text = head.strip().partition("*")
         name, colon, cap_text = head.strip().partition(":")
         if not sep or not name or not path.strip():
             raise SettingsError(
-                f"{flag} takes NAME[:CAP]=PATH entries joined by commas (e.g. alpaca-vi:10000=a.jsonl); got {entry!r}"
+                f"{flag} takes NAME[:CAP][*REPEAT]=PATH entries joined by commas (e.g. alpaca-vi:10000=a.jsonl, "
+                f"ours*3=b.jsonl); got {entry!r}"
             )
         cap = checks.number(f"{flag} {name}: the cap", cap_text, minimum=1, integer=True) if colon else None
+        repeat = (
+            checks.number(f"{flag} {name}: the repeat count", repeat_text, minimum=1, integer=True) if star else None
+        )
         spec = specs.setdefault(name, SourceSpec(name, []))
         if cap is not None:
             spec.cap = cap
+        if repeat is not None:
+            spec.repeat = repeat
         if path.strip().lower() != "none":
             spec.patterns.append(path.strip())
     if not specs:
-        raise SettingsError(f"{flag} names no source; give NAME[:CAP]=PATH entries joined by commas")
+        raise SettingsError(f"{flag} names no source; give NAME[:CAP][*REPEAT]=PATH entries joined by commas")
     if "ours" not in specs:
         default = config()["mixtures"].get(mixture, {}).get("ours")
         if default:
@@ -207,7 +218,7 @@ def plans(args: BuildArgs) -> list[Plan]:
         )
     if not new:
         raise SettingsError(
-            "nothing to build: give --chat and/or --doctor (NAME[:CAP]=PATH,...), or --mixture"
+            "nothing to build: give --chat and/or --doctor (NAME[:CAP][*REPEAT]=PATH,...), or --mixture"
         )
     if args.sizes or args.ratios:
         raise SettingsError(
@@ -567,6 +578,16 @@ def build_mixture(
     rng.shuffle(mixture)
     validation_size = _validation_size(len(mixture), args.val_fraction)
     validation, train = mixture[:validation_size], mixture[validation_size:]
+    repeats = {spec.name: spec.repeat for spec in plan.sources if spec.repeat > 1}
+    if repeats:
+        # Up-weighting happens after the split, so no copy of a held-out record is ever trained on.
+        source_of = {id(item): name for name in pools for item in chosen[name]}
+        train = [copy for item in train for copy in [item] * repeats.get(source_of[id(item)], 1)]
+        rng.shuffle(train)
+        for name, count in repeats.items():
+            notes.append(
+                f"{display(name)}: each training record {count} times (up-weighted; the validation split keeps one copy)"
+            )
     table = {display(name): table_row(chosen[name], counter.name) for name in pools}
     table[f"{display(plan.name)} mixture"] = table_row(mixture, counter.name)
     table["train"] = table_row(train, counter.name)
@@ -860,9 +881,9 @@ def parse_args(argv: Sequence[str] | None = None) -> BuildArgs:
     )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument(
-        "--chat", metavar="SPEC", help="Chat mixture: NAME[:CAP]=PATH,... (e.g. alpaca-vi=a.jsonl)"
+        "--chat", metavar="SPEC", help="Chat mixture: NAME[:CAP][*REPEAT]=PATH,... (e.g. alpaca-vi:10000=a.jsonl,ours*2=b.jsonl)"
     )
-    parser.add_argument("--doctor", metavar="SPEC", help="Doctor mixture: NAME[:CAP]=PATH,...")
+    parser.add_argument("--doctor", metavar="SPEC", help="Doctor mixture: NAME[:CAP][*REPEAT]=PATH,...")
     parser.add_argument(
         "--mixture", choices=list(LEGACY_MIXTURES), help="the paper's way, with --alpaca etc."
     )

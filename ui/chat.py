@@ -39,6 +39,7 @@ from ui.common import (
     SEED_MAX,
     Cancellations,
     check,
+    coalesced,
     default_variant,
     describe_variant,
     loading_notes,
@@ -424,8 +425,9 @@ class ChatHandlers:
             yield history, "", f"loading the model before answering: {note}", prompt, turns
         yield history, "", "generating...", prompt, turns
         with refusals():
-            for piece in self.registry.stream(name, instruction, settings_obj, cancel=cancel, stats=stats):
-                history[-1]["content"] += piece
+            pieces = self.registry.stream(name, instruction, settings_obj, cancel=cancel, stats=stats)
+            for batch in coalesced(pieces):
+                history[-1]["content"] += "".join(batch)
                 yield history, "", f"{stats.new_tokens or ''} ...", prompt, turns
         done = format_stats(stats)
         yield history, "", f"{done} · seed {settings_obj.seed}" if done else "", prompt, turns

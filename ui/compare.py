@@ -34,6 +34,7 @@ from ui.chat import EXAMPLES_CHAT, EXAMPLES_DOCTOR, format_stats
 from ui.common import (
     Cancellations,
     check,
+    coalesced,
     default_pair,
     describe_variant,
     loading_notes,
@@ -208,10 +209,12 @@ class CompareHandlers:
             yield view(f"loading the models before answering: {loading}", battle, note)
         yield view(f"{who} generating… {seed_note}", battle, note)
         try:  # both sides at once: on one fast base they decode in the same batch
-            for i, piece in registry.stream_together(
+            pieces = registry.stream_together(
                 [(a, instruction), (b, instruction)], settings_obj, cancels=cancels, stats=stats
-            ):
-                texts[i] += piece
+            )
+            for batch in coalesced(pieces):
+                for i, piece in batch:
+                    texts[i] += piece
                 counts = " / ".join(str(s.new_tokens) for s in stats)
                 yield view(f"{who} generating… {counts} tokens · {seed_note}", battle, note)
         except ViChatError as e:

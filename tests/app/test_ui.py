@@ -13,6 +13,7 @@ from testkit.openai_server import Behaviour, FakeOpenAIServer
 from ui.chat import history_rule, pairs
 from ui.common import (
     Cancellations,
+    coalesced,
     default_pair,
     prompt_problem,
     settings_problems,
@@ -24,6 +25,7 @@ from ui.compare import pair_problem
 from ui.datasets import ALL, UPLOADED, DatasetBrowser, errors_markdown, facet_choices, select
 from ui.judge import JudgeRunner, first_questions
 from ui.train import adapter_variant, log_tail, read_loss, register_trained, train_command
+from vichat.errors import SettingsError
 from vichat.generation import GenerationSettings
 from vichat.prompts import history_instruction
 from vichat.registry import Variant
@@ -277,3 +279,23 @@ def test_cancellations_are_thread_safe():
     for i in range(50):
         c.close_session(f"s{i}")
     assert len(c) == 0
+
+
+def test_streamed_pieces_reach_the_page_at_most_once_per_interval_and_none_is_lost():
+    times = iter([0.0, 0.01, 0.02, 0.06, 0.07, 0.2, 0.21])
+    pieces = ["Xin", " chào", " bạn", ",", " tôi", " là", " ViChat"]
+
+    batches = list(coalesced(iter(pieces), every_s=0.05, clock=lambda: next(times)))
+
+    # the first piece at once; then one update per 0.05 s of the clock; the tail flushed at the end
+    assert batches == [["Xin"], [" chào", " bạn", ","], [" tôi", " là"], [" ViChat"]]
+    assert "".join(p for b in batches for p in b) == "".join(pieces)
+    assert list(coalesced(iter([]))) == []
+
+
+def test_the_stream_interval_comes_from_the_environment_and_bad_values_are_named(monkeypatch):
+    monkeypatch.setenv("VICHAT_STREAM_EVERY_S", "0")
+    assert list(coalesced(iter("abc"))) == [["a"], ["b"], ["c"]]  # 0: every piece on its own
+    monkeypatch.setenv("VICHAT_STREAM_EVERY_S", "soon")
+    with pytest.raises(SettingsError, match="VICHAT_STREAM_EVERY_S must be a number"):
+        list(coalesced(iter("abc")))

@@ -157,7 +157,7 @@ def test_an_eval_folder_as_out_dir_is_refused(tmp_path, unchanged, good):
     [
         ([], "nothing to build"),
         (["--chat", ""], "names no source"),
-        (["--chat", "lima-vi="], "NAME[:CAP]=PATH"),
+        (["--chat", "lima-vi="], "NAME[:CAP][*REPEAT]=PATH"),
         (["--chat", "lima-vi=/nonexistent/x.jsonl,ours=none"], "no such file"),
         (["--chat", "lima-vi=/nonexistent/*.jsonl"], "no file matches"),
         (["--mixture", "chat"], "needs --alpaca"),

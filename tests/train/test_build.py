@@ -249,6 +249,25 @@ def test_caps_are_a_seeded_sample(tmp_path, real_like, jsonl):
     assert ids("a") == ids("b") != ids("c")
 
 
+def test_repeat_up_weights_a_source_in_train_only(tmp_path, real_like, jsonl):
+    spec = f"lima-vi={real_like['lima-vi']},ours*3={real_like['ours_a'].parent}/general_*.jsonl"
+    out = tmp_path / "m"
+
+    report = build(BuildArgs(out_dir=str(out), chat=spec, tokenizer="whitespace", val_fraction=0.2))
+
+    train = [r["id"] for r in jsonl.read(out / "chat" / "train.jsonl")]
+    validation = [r["id"] for r in jsonl.read(out / "chat" / "validation.jsonl")]
+    ours = {f"ours-{p}-{i}" for p, n in (("a", 4), ("b", 3)) for i in range(n)}
+    held_out = ours & set(validation)
+    assert held_out and not held_out & set(train)  # no copy of a held-out record is trained on
+    assert all(train.count(i) == 3 for i in ours - held_out)
+    assert all(train.count(i) == 1 for i in set(train) - ours)
+    assert len(set(validation)) == len(validation)
+    assert [(c.name, c.selected) for c in report.components] == [("lima-vi", 10), ("ours", 7)]
+    assert report.table["train"].samples == len(train)
+    assert "each training record 3 times" in (out / "chat" / "README.md").read_text()
+
+
 def test_ours_defaults_to_the_projects_data_and_none_leaves_it_out(tmp_path, real_like):
     args = BuildArgs(
         out_dir=str(tmp_path / "m"), chat=f"lima-vi={real_like['lima-vi']}", tokenizer="whitespace"
@@ -264,9 +283,11 @@ def test_ours_defaults_to_the_projects_data_and_none_leaves_it_out(tmp_path, rea
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("alpaca-vi", "NAME[:CAP]=PATH"),
+        ("alpaca-vi", "NAME[:CAP][*REPEAT]=PATH"),
         ("alpaca-vi:0=a.jsonl", "cap must be >= 1"),
         ("alpaca-vi:nan=a.jsonl", "must be a whole number"),
+        ("ours*0=a.jsonl", "repeat count must be >= 1"),
+        ("ours:5*x=a.jsonl", "repeat count must be a whole number"),
         ("alpaca-vi=/nonexistent/*.jsonl", "no file matches"),
         ("alpaca-vi=/nonexistent/a.jsonl", "no such file"),
     ],

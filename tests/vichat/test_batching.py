@@ -168,3 +168,36 @@ def test_error_in_a_step_reaches_every_caller_and_the_engine_recovers(reg, monke
         _together(reg, [(n, PROMPTS[0]) for n in NAMES], GREEDY)
     _wait_until(lambda: _sched(reg).busy() == 0)
     assert reg.generate("g-chat", PROMPTS[0], GREEDY) == reg.generate("g-chat-x", PROMPTS[0], GREEDY)
+
+
+def test_rows_of_each_adapter_stay_side_by_side_as_requests_join_and_leave(tmp_path, gemma_tiny, monkeypatch):  # noqa: F811
+    reg = _registry(tmp_path, gemma_tiny)
+    reg.max_batch = 4  # the rest wait and join a running batch as rows leave
+    _fp32_engine(reg)
+    # interleaved adapters with staggered ends: joins land inside the batch, leaves move rows between groups
+    items = [(NAMES[i % 3], PROMPTS[i % 3]) for i in range(7)]
+    settings = [GREEDY.with_(max_new_tokens=n) for n in (5, 30, 12, 20, 8, 26, 16)]
+    alone = [reg.generate(n, p, s) for (n, p), s in zip(items, settings, strict=True)]
+    sched = _sched(reg)
+    engine = reg.loaded_base("g").fast
+    real = engine.decode_step
+    groups_per_step: list[int] = []
+
+    def checked(tokens, lengths, pool, loras):
+        assert [job.slot for job in sched._active] == list(range(len(tokens)))
+        assert [job.length for job in sched._active] == lengths
+        for _, rows in loras:
+            assert rows is None or isinstance(rows, slice), "an adapter's rows were not side by side"
+        adapters = [job.adapter for job in sched._active]
+        runs = [a for k, a in enumerate(adapters) if k == 0 or a != adapters[k - 1]]
+        assert len(runs) == len(set(runs))  # each adapter (and the bare base) in one run of rows
+        groups_per_step.append(len(runs))
+        return real(tokens, lengths, pool, loras)
+
+    monkeypatch.setattr(engine, "decode_step", checked)
+    streams = [reg.request(n, p, s) for (n, p), s in zip(items, settings, strict=True)]
+    texts = [""] * len(items)
+    for i, piece in streams[0][0].stream([r for _, r in streams]):
+        texts[i] += piece
+    assert [t.strip() for t in texts] == alone
+    assert max(groups_per_step) == 3 and sched.peak_batch == 4

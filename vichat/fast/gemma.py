@@ -260,13 +260,13 @@ class GemmaFast:
         tokens: list[int],
         lengths: list[int],
         pool: KVPool,
-        loras: list[tuple[LoraPack, torch.Tensor | None]],
+        loras: list[tuple[LoraPack, slice | torch.Tensor | None]],
     ) -> torch.Tensor:
         """One token for each of B sequences at once; float32 logits (B, vocab).
 
         Row b is pool slot b, holds ``lengths[b]`` tokens already and takes ``tokens[b]`` next. ``loras``
-        groups the rows by adapter: (pack, row indices, or None for every row); rows in no group run the
-        bare base. The big matrices read their weights once for the whole batch.
+        groups the rows by adapter: (pack, a slice of rows, row indices, or None for every row); rows in no
+        group run the bare base. The big matrices read their weights once for the whole batch.
         """
         cfg = self.config
         rows = len(tokens)
@@ -413,6 +413,8 @@ def _project_rows(linear, x: torch.Tensor, loras, key) -> torch.Tensor:
         a, b = ab
         if rows is None:
             out.addmm_(F.linear(x, a), b.T)
+        elif isinstance(rows, slice):  # side by side: views, no gather or scatter
+            out[rows].addmm_(F.linear(x[rows], a), b.T)
         else:
             out[rows] += F.linear(F.linear(x[rows], a), b)
     return out

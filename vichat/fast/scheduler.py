@@ -9,8 +9,9 @@ One :class:`Scheduler` per loaded base runs a thread of its own. Each step it
    adapter, the bare base adds none);
 3. draws each row's next token from that request's own generator (:mod:`vichat.fast.decode`), and lets a
    row leave at its own end: end-of-sequence, ``max_new_tokens``, or cancelled (a stop marker seen by the
-   reader, a closed stream, the caller's cancel event). The last row moves into the freed slot, so the rows
-   of a step are always the first slots of the pool and attention reads them as one view.
+   reader, a closed stream, the caller's cancel event). Rows move between slots on a join or a leave (with
+   their KV cache) so that the rows of a step are always the first slots of the pool, which attention reads
+   as one view, and the rows of each adapter sit side by side, which its LoRA term reads as one slice.
 
 The batch is bounded (``max_batch`` rows) and so is the KV memory (``capacity`` tokens per row, the pool
 allocated once and backed by memory only as it is written). Tokens go to each caller's queue as events
@@ -177,15 +178,40 @@ class Scheduler:
             return
         if self.pool is None:
             self.pool = self.engine.new_pool(self.max_batch, self.capacity)
-        slot = len(self._active)
+        slot = self._make_room(job)
         _use_threads(self.engine.threads.for_prompt())
         logits = self.engine.forward(job.ids, self.pool.slot_cache(slot), job.lora)
         self.pool.touched[slot] = max(self.pool.touched[slot], len(job.ids))
         job.slot, job.length = slot, len(job.ids)
         job.seen = torch.tensor([job.ids + [0] * job.settings.max_new_tokens])
         job.n = len(job.ids)
-        self._active.append(job)
         self._take([job], logits[None], events)
+
+    # The rows of one adapter are kept next to each other, so a step adds each adapter's LoRA term to a slice
+    # of the batch (a view) rather than to gathered and scattered rows. A join or a leave moves at most one row
+    # per adapter group (its KV cache with it); a step moves none.
+
+    def _relocate(self, job: Job, slot: int) -> None:
+        self.pool.move(job.slot, slot, job.length)
+        job.slot = slot
+        self._active[slot] = job
+
+    def _make_room(self, job: Job) -> int:
+        """Put ``job`` in the slot just after the rows of its adapter (the end, for an adapter not in the
+        batch), moving a row of each later group; returns the slot, whose KV cache is the job's to fill."""
+        rows = self._active
+        mine = [b for b, other in enumerate(rows) if other.adapter == job.adapter]
+        place = mine[-1] + 1 if mine else len(rows)
+        rows.append(job)
+        free = len(rows) - 1
+        while free > place:  # each later group gives its first row to the free slot after its last
+            start = free - 1
+            while start - 1 >= place and rows[start - 1].adapter == rows[free - 1].adapter:
+                start -= 1
+            self._relocate(rows[start], free)
+            free = start
+        rows[place] = job
+        return place
 
     def _step(self, events: list) -> None:
         for job in list(self._active):
@@ -232,18 +258,27 @@ class Scheduler:
             job.last = token
 
     def _finish(self, job: Job, reason: str, events: list) -> None:
-        slot, last = job.slot, self._active[-1]
-        if last is not job:  # keep the rows contiguous: the last row takes the freed slot
-            self.pool.move(last.slot, slot, last.length)
-            last.slot = slot
-            self._active[slot] = last
-        self._active.pop()
+        """The job leaves; the rows stay the first slots, each adapter's rows still side by side."""
+        rows = self._active
+        free, group = job.slot, job.adapter
+        while True:  # the freed slot takes the last row of its group, then of each group after it
+            last = free
+            while last + 1 < len(rows) and rows[last + 1].adapter == group:
+                last += 1
+            if last != free:
+                self._relocate(rows[last], free)
+            free = last
+            if free + 1 == len(rows):
+                break
+            group = rows[free + 1].adapter
+        rows.pop()
         job.slot = -1
         events.append((job, "end", reason))
 
 
-def _lora_groups(rows: list[Job]) -> list[tuple[LoraPack, torch.Tensor | None]]:
-    """The rows of each adapter (None: all rows share it); bare-base rows are in no group."""
+def _lora_groups(rows: list[Job]) -> list[tuple[LoraPack, slice | torch.Tensor | None]]:
+    """The rows of each adapter: a slice (the scheduler keeps them side by side), row indices otherwise, None
+    when all rows share it; bare-base rows are in no group."""
     by_adapter: dict[str, list[int]] = {}
     packs: dict[str, LoraPack] = {}
     for b, job in enumerate(rows):
@@ -252,7 +287,11 @@ def _lora_groups(rows: list[Job]) -> list[tuple[LoraPack, torch.Tensor | None]]:
             packs[job.adapter] = job.lora
     if len(by_adapter) == 1 and len(next(iter(by_adapter.values()))) == len(rows):
         return [(next(iter(packs.values())), None)]
-    return [(packs[a], torch.tensor(idx)) for a, idx in by_adapter.items()]
+    groups = []
+    for a, idx in by_adapter.items():
+        side_by_side = idx == list(range(idx[0], idx[-1] + 1))
+        groups.append((packs[a], slice(idx[0], idx[-1] + 1) if side_by_side else torch.tensor(idx)))
+    return groups
 
 
 def _use_threads(n: int) -> None:
