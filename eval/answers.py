@@ -19,6 +19,7 @@ set's answers folder is locked while a run writes, so a second run on it stops a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from vichat import checks
 from vichat.errors import DataError, ViChatError
 from vichat.files import OutputLock
 from vichat.jsonl import JsonlAppender, read_records
+from vichat.paths import resolve
 
 REFERENCE = "reference"
 OPENAI_PREFIX = "openai:"
@@ -140,11 +142,19 @@ def generate_answers(
     limit = checks.number("--limit", limit, minimum=1, integer=True, allow_none=True)
     path = answers_path(out_dir, eval_set.name, variant)
     done = read_answers(path)
-    wanted = settings_record(variant, settings, extra_settings)
+    wanted = settings_record(
+        variant, settings, {**model_identity(generator, variant), **(extra_settings or {})}
+    )
     for record in done.values():
-        if _comparable(record.get("settings", {})) != _comparable(wanted):
+        held = record.get("settings", {})
+        if _comparable(held) != _comparable(wanted):
+            what = (
+                "another model (a retrained or re-pointed adapter?)"
+                if held.get("model") != wanted.get("model")
+                else "other settings"
+            )
             raise ViChatError(
-                f"{path} holds answers made with other settings ({record.get('settings')} vs {wanted}); "
+                f"{path} holds answers made with {what} ({held} vs {wanted}); "
                 "delete the file or pick another --out-dir to keep both"
             )
     pending = [q for q in eval_set.head(limit) if q.id not in done]
@@ -202,6 +212,41 @@ def _generators(variants, eval_set, args, client_config) -> dict[str, tuple[Gene
             registry.variant(variant)  # an unknown name fails here
             out[variant] = registry, None
     return out
+
+
+def model_identity(generator, variant: str) -> dict:
+    """``{"model": ...}`` for a ViChat variant (a registry generates it), else nothing."""
+    if variant == REFERENCE or not (hasattr(generator, "bases") and hasattr(generator, "variant")):
+        return {}
+    return {"model": variant_identity(generator, variant)}
+
+
+def variant_identity(registry, name: str) -> dict:
+    """What makes a variant's answers what they are, beyond the decoding settings: its base, template and
+    adapter, the adapter by the hash of its weights. Answers recorded under another identity (an adapter
+    retrained in place, a variant pointed at another folder) are never taken for this one's on a rerun."""
+    v = registry.variant(name)
+    identity = {
+        "base": registry.bases[v.base].source if v.base in registry.bases else v.base,
+        "template": v.template,
+    }
+    if v.backend != "local":
+        identity["endpoint"] = v.endpoint.model if v.endpoint else None
+    if v.adapter:
+        folder = resolve(v.adapter)
+        weights = [
+            folder / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (folder / n).is_file()
+        ]
+        identity["adapter"] = _file_hash(weights[0]) if weights else v.adapter  # a hub id names itself
+    return identity
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def lock_for(out_dir: str | Path, set_name: str, job: str = "eval.answers") -> OutputLock:

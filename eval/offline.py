@@ -20,7 +20,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from eval.answers import OPENAI_PREFIX, REFERENCE, file_name, load_answers
+from eval.answers import OPENAI_PREFIX, REFERENCE, file_name, load_answers, model_identity
 from eval.sets import EvalSet, load_eval_set
 from vichat import checks
 from vichat.errors import DataError, ViChatError
@@ -99,6 +99,15 @@ def compute_nll(
 ) -> int:
     """Score the references not yet scored for ``variant``; returns how many were added."""
     batch_size = checks.number("--batch-size", batch_size, minimum=1, maximum=4096, integer=True)
+    identity = model_identity(scorer, variant)
+    path = nll_path(out_dir, eval_set.name, variant)
+    for number, record in enumerate(read_records(path), start=1):
+        if identity and record.get("model") != identity["model"]:
+            raise ViChatError(
+                f"{path}:{number} holds a likelihood scored with another model ({record.get('model')} vs "
+                f"{identity['model']}: a retrained or re-pointed adapter?); delete the file or pick another "
+                "--out-dir to keep both"
+            )
     done = read_nll(out_dir, eval_set.name, variant)
     todo = [q for q in eval_set.questions if q.id not in done]
     if not todo:
@@ -117,7 +126,7 @@ def compute_nll(
                     "nothing of this batch was saved"
                 )
             for q, value in zip(batch, values, strict=True):
-                out.write({"id": q.id, "variant": variant, "nll": value})
+                out.write({"id": q.id, "variant": variant, "nll": value, **identity})
             bar.update(len(batch))
     return len(todo)
 

@@ -155,3 +155,47 @@ def test_real_registry_generates_and_resumes(tiny_set, tmp_path, tiny_registry):
     assert (
         read_answers(answers_path(again, "tiny", "bloom-chat"))["g1"]["answer"] == first["g1"]["answer"]
     )  # seeded
+
+
+def test_answers_and_likelihoods_of_an_adapter_retrained_in_place_are_never_reused(
+    tiny_set, tmp_path, tiny_models
+):
+    import shutil
+
+    import yaml
+
+    from eval.offline import compute_nll, read_nll
+    from vichat.registry import Registry
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_models["bloom-a"], adapter)
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        yaml.safe_dump(
+            {
+                "bases": {"bloom": {"source": str(tiny_models["bloom"])}},
+                "variants": [{"name": "doc", "base": "bloom", "template": "doctor", "adapter": str(adapter)}],
+            }
+        )
+    )
+    es = load_eval_set(tiny_set)
+    settings = paper_settings(0).with_(max_new_tokens=8)
+    out = tmp_path / "eval"
+    reg = Registry.from_yaml(models, device="cpu", progress=lambda m: None)
+    assert generate_answers(es, "doc", reg, out, settings, batch_size=2, limit=2, progress=False) == 2
+    assert compute_nll(es, "doc", reg, out, progress=False) == len(es.questions)
+    recorded = read_answers(answers_path(out, "tiny", "doc"))["g1"]["settings"]["model"]
+    assert recorded["adapter"].startswith("sha256:") and recorded["template"] == "doctor"
+    # the same adapter: a rerun resumes
+    assert generate_answers(es, "doc", reg, out, settings, batch_size=2, progress=False) == 2
+
+    for name in ("adapter_model.safetensors",):  # retrained in place: other weights in the same folder
+        shutil.copyfile(tiny_models["bloom-b"] / name, adapter / name)
+    retrained = Registry.from_yaml(models, device="cpu", progress=lambda m: None)
+    before = answers_path(out, "tiny", "doc").read_bytes()
+    with pytest.raises(ViChatError, match="answers made with another model"):
+        generate_answers(es, "doc", retrained, out, settings, batch_size=2, progress=False)
+    with pytest.raises(ViChatError, match="a likelihood scored with another model"):
+        compute_nll(es, "doc", retrained, out, progress=False)
+    assert answers_path(out, "tiny", "doc").read_bytes() == before  # nothing lost
+    assert len(read_nll(out, "tiny", "doc")) == len(es.questions)

@@ -35,6 +35,7 @@ PROMPTS = [
     "Tôi bị đau đầu và sốt nhẹ từ hôm qua, tôi nên làm gì?",
     "Viết một bài thơ ngắn về mùa thu.",
 ]
+TIE = 1e-3  # logits this close are a tie under float32 summation-order noise (observed gaps: 1e-5 and less)
 ALL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -524,7 +525,10 @@ def test_gemma_fast_path_within_the_documented_bound(gemma_reg):
         with base.use(adapter) as model:
             result = compare(engines, model, adapter, ids, n=20)
         exact, int8 = result["fp32"], result["int8"]
-        assert exact.agree == [20] * len(ids) and exact.max_dlogp < 1e-3, (name, exact.summary())
+        # float32 weights: the reference's numbers up to summation order, so its greedy tokens, except where its
+        # own top two logits tie within that order's noise (then either is the argmax)
+        assert exact.max_dlogp < 1e-3 and all(g < TIE for g in exact.miss_margins), (name, exact.summary())
+        assert exact.agree == exact.steps or exact.miss_margins, (name, exact.summary())
         assert int8.mean_dlogp <= INT8_MEAN_DLOGP and int8.max_dlogp <= INT8_MAX_DLOGP, (name, int8.summary())
         assert int8.margin_misses == 0, (name, int8.summary())
     base = gemma_reg.loaded_base("gemma-270m")

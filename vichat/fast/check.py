@@ -5,7 +5,9 @@ then fed the same tokens (teacher forcing), so every step compares the two on th
 - ``agree``: how many leading greedy tokens the fast engine picks exactly as the reference did;
 - ``dlogp``: |log p_ref(token) - log p_fast(token)| of each reference token (nats);
 - ``margin_misses``: steps where the fast engine's top token differs although the reference's top two
-  logits were at least ``margin`` apart (a near tie may flip under any rounding; a clear lead must not).
+  logits were at least ``margin`` apart (a near tie may flip under any rounding; a clear lead must not);
+- ``miss_margins``: the reference's top-two gap at every step where the fast engine's top token differs (an
+  exact float32 engine may differ only at ties within summation-order noise).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from vichat.fast.gemma import GemmaFast
 @dataclass
 class Fidelity:
     agree: list[int] = field(default_factory=list)  # per prompt
+    steps: list[int] = field(default_factory=list)  # per prompt: the reference's tokens (fewer than n at its end)
     dlogp: list[float] = field(default_factory=list)  # per token, all prompts
     margin_misses: int = 0
+    miss_margins: list[float] = field(default_factory=list)
 
     @property
     def mean_dlogp(self) -> float:
@@ -33,8 +37,9 @@ class Fidelity:
 
     def summary(self) -> str:
         return (
-            f"greedy tokens equal to the float32 reference {self.agree}; per-token |dlogp| "
-            f"mean {self.mean_dlogp:.4f}, max {self.max_dlogp:.4f}; clear-lead misses {self.margin_misses}"
+            f"greedy tokens equal to the float32 reference {self.agree} of {self.steps}; per-token |dlogp| "
+            f"mean {self.mean_dlogp:.4f}, max {self.max_dlogp:.4f}; clear-lead misses {self.margin_misses}; "
+            f"reference top-two gaps where the top token differs {[f'{m:.2e}' for m in self.miss_margins]}"
         )
 
 
@@ -80,7 +85,8 @@ def compare(
         tokens, ref = reference_run(model, ids, n)
         target = torch.tensor(tokens)[:, None]
         top2 = ref.topk(2, dim=-1).values
-        clear = (top2[:, 0] - top2[:, 1]) >= margin
+        gap = top2[:, 0] - top2[:, 1]
+        clear = gap >= margin
         ref_logp = torch.log_softmax(ref, -1).gather(1, target)
         for name, engine in engines.items():
             fast = engine_logits(engine, engine.lora_pack(model, adapter), ids, tokens)
@@ -88,7 +94,9 @@ def compare(
             result = results[name]
             wrong = (picked != target[:, 0]).tolist()
             result.agree.append(wrong.index(True) if True in wrong else len(tokens))
+            result.steps.append(len(tokens))
             d = ref_logp - torch.log_softmax(fast, -1).gather(1, target)
             result.dlogp += d.abs().squeeze(1).tolist()
             result.margin_misses += int((clear & (picked != target[:, 0])).sum())
+            result.miss_margins += gap[picked != target[:, 0]].tolist()
     return results
