@@ -155,12 +155,15 @@ def data_licence_id(text: str) -> str | None:
     return None if text.startswith("the project's") else "other"
 
 
-def source_rows(train_files: list[str]) -> list[dict[str, Any]]:
-    """One row per data source: name, display, licence (text and hub id), origin, hub ids, files."""
+def source_rows(train_files: list[str], recorded: dict | None = None) -> list[dict[str, Any]]:
+    """One row per data source: name, display, licence (text and hub id), origin, hub ids, files.
+    ``recorded``: vichat.json's ``train_sources`` ({file: [source names]}), for a mixture not on this machine."""
     info = _mixture_sources()
     rows: dict[str, dict[str, Any]] = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
     for f in train_files:
-        names = _sources_of(f) or [f"unknown:{f}"]
+        kept = [n for n in recorded.get(f) or [] if isinstance(n, str)]
+        names = _sources_of(f) or kept or [f"unknown:{f}"]
         for name in names:
             row = rows.get(name)
             if row is None:
@@ -254,7 +257,7 @@ def gather(adapter_dir: Path, run_dir: Path | None = None, models_file: str | Pa
         "base_source": source,
         "hub_id": base_hub_id(base_key, source, models_file),
         "variants": variants_using(adapter_dir, models_file),
-        "sources": source_rows([str(f) for f in train_files]),
+        "sources": source_rows([str(f) for f in train_files], meta.get("train_sources")),
         "models_file": models_file,
     }
 
