@@ -11,7 +11,8 @@ penalty, ending at end-of-sequence or after --new-tokens tokens (no stop markers
   with the signal, not a dead benchmark. The ratio uses its faster setting.
 
 The header names the CPU model and its vector flags; the kernels the engine chose (and their timings) are
-printed after the rows.
+printed after the rows, then how often the two-pass int4 head's candidates (its 128 best by the int4
+estimate) held the float32 top 20 over the baseline's decode steps.
 
 tokens/s is decode speed after the first token ((tokens - 1) / (total - first), as GenerationStats does);
 first token is the time to it from the call (prompt processing included); the first prompt warms up and is
@@ -79,16 +80,52 @@ def settings(new_tokens: int):
     return GenerationSettings(max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0)
 
 
-def run_reference(base, prompts: list[str], new_tokens: int) -> Row:
+def run_reference(base, prompts: list[str], new_tokens: int, head_inputs: list | None = None) -> Row:
+    """The baseline row; ``head_inputs`` (if given) collects the LM head's input at each step."""
     from vichat.generation import GenerationStats, stream
 
+    head = base.model.get_output_embeddings()
+    hook = None
+    if head_inputs is not None:
+        hook = head.register_forward_pre_hook(
+            lambda m, args: head_inputs.append(args[0][0, -1].detach().clone())
+        )
     row = Row("transformers fp32 (baseline)")
-    for prompt in [prompts[0], *prompts]:  # the first one warms up and is not counted
-        stats = GenerationStats()
-        for _ in stream(base.model, base.tokenizer, prompt, settings(new_tokens), stats=stats):
-            pass
-        row.add(stats.first_token_s, stats.total_s, stats.new_tokens)
+    try:
+        for prompt in [prompts[0], *prompts]:  # the first one warms up and is not counted
+            stats = GenerationStats()
+            for _ in stream(base.model, base.tokenizer, prompt, settings(new_tokens), stats=stats):
+                pass
+            row.add(stats.first_token_s, stats.total_s, stats.new_tokens)
+    finally:
+        if hook is not None:
+            hook.remove()
     return _drop_warmup(row)
+
+
+def candidate_recall(base, head_inputs: list, k: int = 20) -> str:
+    """How often the int4 head's candidates hold the float32 top ``k`` (what top-k sampling reads), over the
+    reference's own decode steps: the int4 format's one approximation, measured on this model."""
+    import torch
+
+    from vichat.fast.linear import make_linear
+
+    weight = base.model.get_output_embeddings().weight
+    try:
+        head = make_linear(weight, "int4")
+    except (RuntimeError, NotImplementedError, AttributeError) as e:
+        return f"int4 head: unavailable here ({str(e)[:80]})"
+    with torch.inference_mode():
+        x = torch.stack(head_inputs).float()
+        exact = (x @ weight.detach().float().T).topk(k, dim=-1).indices
+        picked = head.estimate(x).topk(head.candidates, dim=-1).indices
+        held = [set(e.tolist()) <= set(c.tolist()) for e, c in zip(exact, picked, strict=True)]
+        top1 = [int(e[0]) in set(c.tolist()) for e, c in zip(exact, picked, strict=True)]
+    return (
+        f"int4 head candidates: the float32 top {k} inside the int4 top {head.candidates} at "
+        f"{100 * sum(held) / len(held):.1f}% of {len(held)} reference steps (the top 1 at "
+        f"{100 * sum(top1) / len(top1):.1f}%)"
+    )
 
 
 def run_fast(registry, base, prompts: list[str], new_tokens: int) -> Row:
@@ -309,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
 
     cpu = cpu_info()
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores; flags: {' '.join(cpu['flags']) or 'none tracked'}")
-    reference = run_reference(base, prompts, args.new_tokens)
+    head_inputs: list = []
+    reference = run_reference(base, prompts, args.new_tokens, head_inputs)
     ours = run_fast(registry, base, prompts, args.new_tokens)
     llama = run_llama_cpp(base, prompts, args.new_tokens)
     print(reference.line())
@@ -321,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{base.fast.kernels.batch} rows, prompts more):")  # fmt: skip
         for line in base.fast.kernels.table():
             print("  " + line)
+    print(candidate_recall(base, head_inputs))
     if not args.skip_starts:
         for line in starts():
             print(line)

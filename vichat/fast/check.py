@@ -22,7 +22,7 @@ from vichat.fast.gemma import GemmaFast
 @dataclass
 class Fidelity:
     agree: list[int] = field(default_factory=list)  # per prompt
-    steps: list[int] = field(default_factory=list)  # per prompt: the reference's tokens (fewer than n at its end)
+    steps: list[int] = field(default_factory=list)  # per prompt: reference tokens (< n at its end)
     dlogp: list[float] = field(default_factory=list)  # per token, all prompts
     margin_misses: int = 0
     miss_margins: list[float] = field(default_factory=list)

@@ -159,9 +159,13 @@ class GemmaFast:
     # ------------------------------------------------------------------------------------ building
 
     @classmethod
-    def from_model(cls, model, precision: str = "int8", batch: int = 8) -> GemmaFast:
+    def from_model(cls, model, precision: str = "int8", batch: int = 8, head: str | None = None) -> GemmaFast:
         """The engine over ``model``'s weights. ``precision`` "auto" times int8, bf16 and fp32 on this
-        machine for each matrix shape (at batch 1 and ``batch``) and keeps the fastest per shape."""
+        machine for each matrix shape (at batch 1 and ``batch``), and int4 too for the LM head, and keeps the
+        fastest per shape. A fixed ``precision`` applies to every matrix, the head too unless ``head`` names
+        its own format (one of HEAD_FORMATS)."""
+        if precision == "int4":
+            raise ValueError("int4 is a format for the LM head only: pass head='int4' with another precision")
         hf = inner_model(model)
         cfg = hf.config
         reason = unsupported_reason(cfg)
@@ -174,16 +178,19 @@ class GemmaFast:
             plans = kernels.plan
         else:
             plans = dict.fromkeys([*GROUPS, "head"], [(1, precision)])
+        built = kernels.built.get("head") if kernels else None
+        if head is not None:  # asked for: not what the timing chose
+            plans, built = plans | {"head": [(1, head)]}, None
         layers = [_layer(block, cfg, i, plans) for i, block in enumerate(blocks)]
         embed = hf.model.embed_tokens.weight.detach()
         return cls(
             config=cfg,
-            precision=kernels.summary() if kernels else precision,
+            precision=kernels.summary() if kernels else precision + (f" (head {head})" if head else ""),
             embed=embed,
             embed_scale=float(hf.model.embed_tokens.embed_scale),
             layers=layers,
             final_norm=_one_plus(hf.model.norm),
-            head=(kernels.built.get("head") if kernels else None) or build(hf.lm_head.weight, plans["head"]),
+            head=built or build(hf.lm_head.weight, plans["head"]),
             kernels=kernels,
         )
 
