@@ -214,16 +214,17 @@ def _generators(variants, eval_set, args, client_config) -> dict[str, tuple[Gene
     return out
 
 
-def model_identity(generator, variant: str) -> dict:
-    """``{"model": ...}`` for a ViChat variant (a registry generates it), else nothing."""
+def model_identity(generator, variant: str, *, guard: bool = True) -> dict:
+    """``{"model": ...}`` for a ViChat variant (a registry generates it), else nothing. ``guard=False``:
+    without the variant's guard (a likelihood is the model's alone)."""
     if variant == REFERENCE or not (hasattr(generator, "bases") and hasattr(generator, "variant")):
         return {}
-    return {"model": variant_identity(generator, variant)}
+    return {"model": variant_identity(generator, variant, guard=guard)}
 
 
-def variant_identity(registry, name: str) -> dict:
-    """What makes a variant's answers what they are, beyond the decoding settings: its base, template and
-    adapter, the adapter by the hash of its weights. Answers recorded under another identity (an adapter
+def variant_identity(registry, name: str, *, guard: bool = True) -> dict:
+    """What makes a variant's answers what they are, beyond the decoding settings: its base, template,
+    adapter (by the hash of its weights) and guard. Answers recorded under another identity (an adapter
     retrained in place, a variant pointed at another folder) are never taken for this one's on a rerun."""
     v = registry.variant(name)
     identity = {
@@ -232,6 +233,10 @@ def variant_identity(registry, name: str) -> dict:
     }
     if v.backend != "local":
         identity["endpoint"] = v.endpoint.model if v.endpoint else None
+    if (
+        guard and v.guard != "off"
+    ):  # (only when on: answers recorded before guards existed keep their identity)
+        identity["guard"] = v.guard
     if v.adapter:
         folder = resolve(v.adapter)
         weights = [

@@ -99,7 +99,7 @@ def compute_nll(
 ) -> int:
     """Score the references not yet scored for ``variant``; returns how many were added."""
     batch_size = checks.number("--batch-size", batch_size, minimum=1, maximum=4096, integer=True)
-    identity = model_identity(scorer, variant)
+    identity = model_identity(scorer, variant, guard=False)  # the guard changes answers, not likelihoods
     path = nll_path(out_dir, eval_set.name, variant)
     for number, record in enumerate(read_records(path), start=1):
         if identity and record.get("model") != identity["model"]:

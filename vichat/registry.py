@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from vichat import checks, fast, generation
+from vichat import checks, fast, generation, safety
 from vichat.backends import Decoder, FastDecoder, ReferenceDecoder, RemoteDecoder, Request, interleave
 from vichat.errors import UnknownVariantError, VariantUnavailableError, ViChatError
 from vichat.fast.scheduler import MAX_BATCH, Scheduler, plan_batch
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("local", "openai")
 TOP_KEYS = ("bases", "variants")
 BASE_KEYS = ("source", "load_in_8bit", "description", "hub_id")  # hub_id: read by train.card
-VARIANT_KEYS = ("name", "base", "template", "adapter", "backend", "description", "endpoint", "fast")
+VARIANT_KEYS = ("name", "base", "template", "adapter", "backend", "description", "endpoint", "fast", "guard")
 ENDPOINT_KEYS = ("base_url", "model", "api_key_env", "timeout_s")
 MAX_FILE_BYTES = 2 * 2**20  # a variant file is a few kB; anything this big is the wrong file
 MAX_TIMEOUT_S = 3600.0
@@ -112,6 +112,7 @@ class Variant:
     endpoint: Endpoint | None = None
     # local on CPU: "auto" runs the fast int8 decoder (vichat.fast) where it applies; "off": transformers
     fast: str = "auto"
+    guard: str = "off"  # "medical": the answers pass vichat.safety's medical guard
 
     @property
     def is_tuned(self) -> bool:
@@ -267,6 +268,10 @@ def _variant(source: str, i: int, v: object, bases: dict[str, BaseSpec]) -> Vari
     mode = {True: "auto", False: "off"}.get(mode, mode) if isinstance(mode, bool) else mode  # YAML on/off
     if not isinstance(mode, str) or mode.lower() not in fast.FAST_MODES:
         raise ViChatError(f"{where}: fast must be one of {', '.join(fast.FAST_MODES)} (got {mode!r})")
+    guard = v.get("guard", "off")
+    guard = "off" if guard is False else guard  # YAML off
+    if guard not in safety.GUARDS:
+        raise ViChatError(f"{where}: guard must be one of {', '.join(safety.GUARDS)} (got {guard!r})")
     endpoint = _endpoint(where, v["endpoint"]) if v.get("endpoint") is not None else None
     if backend == "openai" and endpoint is None:
         raise ViChatError(f"{where} uses backend openai but has no endpoint")
@@ -276,7 +281,7 @@ def _variant(source: str, i: int, v: object, bases: dict[str, BaseSpec]) -> Vari
         )
     if backend == "local" and base not in bases:
         raise ViChatError(f"{where} names unknown base {base!r}; known: {', '.join(bases) or '-'}")
-    return Variant(name.strip(), base, template, adapter, backend, desc, endpoint, mode.lower())
+    return Variant(name.strip(), base, template, adapter, backend, desc, endpoint, mode.lower(), guard)
 
 
 def _parse(data: object, source: str) -> tuple[dict[str, BaseSpec], list[Variant]]:
@@ -545,10 +550,16 @@ class Registry:
         cancel: threading.Event | None = None,
         stats: GenerationStats | None = None,
     ) -> Iterator[str]:
-        """The variant's reply to one instruction, piece by piece."""
+        """The variant's reply to one instruction, piece by piece (through its guard, if it has one)."""
         decoder, request = self.request(name, instruction, settings, cancel, stats)
-        for _, piece in decoder.stream([request]):
+        guards = self._guards([(name, instruction)])
+        for _, piece in _guarded(decoder.stream([request]), guards):
             yield piece
+
+    def _guards(self, items: Sequence[tuple[str, str]]) -> dict[int, safety.MedicalGuard]:
+        """Index -> the guard of each (variant, instruction) whose variant has one."""
+        made = {i: safety.make_guard(self.variant(n).guard, q) for i, (n, q) in enumerate(items)}
+        return {i: g for i, g in made.items() if g is not None}
 
     def stream_together(
         self,
@@ -562,6 +573,9 @@ class Registry:
         Variants on the same fast base decode in one batch (Compare's two answers grow side by side);
         requests for different decoders run concurrently, each on its own.
         """
+        yield from _guarded(self._together(items, settings, cancels, stats), self._guards(items))
+
+    def _together(self, items, settings, cancels, stats) -> Iterator[tuple[int, str]]:
         groups: dict[int, tuple[Decoder, list[int], list[Request]]] = {}
         for i, (name, instruction) in enumerate(items):
             cancel = cancels[i] if cancels else None
@@ -592,7 +606,9 @@ class Registry:
         if not instructions:
             return []
         pairs = [self.request(name, i, settings) for i in instructions]
-        return pairs[0][0].generate_batch([r for _, r in pairs])
+        texts = pairs[0][0].generate_batch([r for _, r in pairs])
+        kind = self.variant(name).guard
+        return [safety.guard_text(kind, q, t).strip() for q, t in zip(instructions, texts, strict=True)]
 
     def nll(self, name: str, instructions: list[str], references: list[str]) -> list[float]:
         """Mean per-token negative log-likelihood of each reference response under the variant.
@@ -604,6 +620,32 @@ class Registry:
         prompts = [template.build(i) for i in instructions]
         with base.use(adapter) as model:  # in a passing thread: see in_own_thread
             return in_own_thread(generation.response_nll, model, base.tokenizer, prompts, references)
+
+
+def _guarded(
+    pieces: Iterator[tuple[int, str]], guards: dict[int, safety.MedicalGuard]
+) -> Iterator[tuple[int, str]]:
+    """``pieces`` with each guarded index's text through its guard: its opening first (an emergency notice
+    shows before the model's first word), then whole sentences, then what it holds at the end."""
+    if not guards:
+        yield from pieces
+        return
+    for i, guard in guards.items():
+        if opening := guard.opening():
+            yield i, opening
+    try:
+        for i, piece in pieces:
+            guard = guards.get(i)
+            out = guard.feed(piece) if guard else piece
+            if out:
+                yield i, out
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+    for i, guard in guards.items():
+        if tail := guard.finish():
+            yield i, tail
 
 
 # ------------------------------------------------------------------------------ decoders by configuration

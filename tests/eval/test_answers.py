@@ -199,3 +199,37 @@ def test_answers_and_likelihoods_of_an_adapter_retrained_in_place_are_never_reus
         compute_nll(es, "doc", retrained, out, progress=False)
     assert answers_path(out, "tiny", "doc").read_bytes() == before  # nothing lost
     assert len(read_nll(out, "tiny", "doc")) == len(es.questions)
+
+
+def test_answers_made_without_the_guard_are_not_taken_for_guarded_ones(tiny_set, tmp_path, tiny_models):
+    import yaml
+
+    from eval.offline import compute_nll
+    from vichat.registry import Registry
+
+    def registry(guard: str) -> Registry:
+        variant = {
+            "name": "doc",
+            "base": "bloom",
+            "template": "doctor",
+            "adapter": str(tiny_models["bloom-a"]),
+        }
+        data = {
+            "bases": {"bloom": {"source": str(tiny_models["bloom"])}},
+            "variants": [variant | {"guard": guard}],
+        }
+        path = tmp_path / f"models-{guard}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return Registry.from_yaml(path, device="cpu", progress=lambda m: None)
+
+    es = load_eval_set(tiny_set)
+    settings = paper_settings(0).with_(max_new_tokens=8)
+    out = tmp_path / "eval"
+    raw = registry("off")
+    assert generate_answers(es, "doc", raw, out, settings, batch_size=2, limit=2, progress=False) == 2
+    assert compute_nll(es, "doc", raw, out, progress=False) == len(es.questions)
+    assert "guard" not in read_answers(answers_path(out, "tiny", "doc"))["g1"]["settings"]["model"]
+    guarded = registry("medical")
+    with pytest.raises(ViChatError, match="answers made with another model"):
+        generate_answers(es, "doc", guarded, out, settings, batch_size=2, progress=False)
+    assert compute_nll(es, "doc", guarded, out, progress=False) == 0  # the same model: its likelihoods stand
