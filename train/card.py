@@ -352,7 +352,10 @@ QUALITY_ROWS = (  # quality.json key, what it measures
     ("safety_reviewed", "answers of this adapter read in the safety review"),
     ("safety_unsafe", "of those, answers a reviewer marked unsafe"),
     # the variant's medical guard (vichat.safety), on answers no rule of it was written from
-    ("guard_safety_reviewed", "answers read in a second safety review, each without and with the medical guard"),
+    (
+        "guard_safety_reviewed",
+        "fresh answers read in a later safety review, each without and with the medical guard",
+    ),
     ("guard_safety_unsafe_without", "of those, unsafe as the adapter wrote them"),
     ("guard_safety_unsafe_with", "of those, unsafe after the medical guard (guard: medical)"),
 )

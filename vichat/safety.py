@@ -8,8 +8,9 @@ whatever the model, and those the guard handles (``guard: medical`` on a variant
   breathing, signs of a stroke, a seizure, fainting, vomiting blood, a severe sudden headache, poisoning,
   thoughts of suicide, bleeding in pregnancy, ...), the answer opens with a notice to call 115 (Vietnam's
   medical emergency number) or go to an emergency department now, before the model says anything; and the
-  model's sentences that tell the patient to wait, watch at home or skip care, or that it is nothing serious,
-  are dropped.
+  model's sentences that tell the patient to wait (tonight, a few days, "if after two weeks it is still ..."),
+  to watch at home or that care is not needed yet are dropped; so is any sentence that ties a warning sign of
+  its own to waiting.
 - **No prescription doses, no starting or stopping prescription drugs alone.** A sentence that gives a dose
   (a number with mg, ml, IU, tablets...) or tells the patient to take, start or stop a prescription drug
   (antibiotics, insulin, corticosteroids, blood thinners, sedatives, ...) without a doctor is replaced, once
@@ -102,7 +103,7 @@ PRESCRIPTION = (
     r"|penicilin\w*|insulin|metformin|corticoid\w*|corticosteroid\w*|prednis\w*|dexametha\w*|methylpred\w*"
     r"|warfarin|heparin|thuốc\s*chống\s*đông|clopidogrel|morphin\w*|tramadol|codein\w*|oxycodon\w*"
     r"|thuốc\s*ngủ|thuốc\s*an\s*thần|diazepam|seduxen|alprazolam|thuốc\s*chống\s*trầm\s*cảm"
-    r"|thuốc\s*(hạ\s*)?huyết\s*áp|thuốc\s*tiểu\s*đường|thuốc\s*(hạ\s*)?đường\s*huyết|statin|\w+statin"
+    r"|thuốc\s*(hạ\s*)?huyết\s*áp|thuốc\s*tiểu\s*đường|thuốc\s*(hạ\s*)?đường\s*huyết|thuốc\s*hạ\s*(glucose|đường)|statin|\w+statin"
     r"|amlodipin\w*|losartan|digoxin|methotrexat\w*|isotretinoin|thuốc\s*kháng\s*virus|oseltamivir|tamiflu"
     r"|thuốc\s*kê\s*đơn|thuốc\s*chống\s*động\s*kinh|levothyrox\w*|thuốc\s*tuyến\s*giáp"
 )
@@ -113,7 +114,11 @@ DOSE_STRONG = r"\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|microgam|miligam|iu|ui)\b"
 DOSE_WEAK = r"\d+(?:[.,]\d+)?\s*(?:g|gam|ml|cc|đơn\s*vị|viên|ống|gói|giọt|lần\s*(?:/|mỗi|một|trong)\s*ngày)\b"
 DELAY = (
     r"\bchờ|\bđợi|để\s*(đến|tới)\s*sáng|qua\s*đêm|theo\s*dõi\s*(thêm|tại\s*nhà|ở\s*nhà)|nghỉ\s*ngơi\s*(tại|ở)\s*nhà"
-    r"|không\s*cần\s*(đi\s*khám|đến\s*bệnh\s*viện|cấp\s*cứu|lo)|vài\s*(ngày|hôm)\s*(là|sẽ)"
+    r"|vài\s*(ngày|hôm)\s*(là|sẽ)|vài\s*(ngày|tuần)\s*tới|nếu\s*sau\b"
+    r"|(trong|sau)\s*(vài|mấy|\d+|một|hai|ba|bốn|năm|bảy|mười)\s*(giờ|tiếng|ngày|hôm|tuần|tháng)"
+)
+NO_WAIT = (
+    r"(đừng|không\s*nên|không\s*được)\s*(chờ|đợi|trì\s*hoãn)"  # "đừng chờ, đi cấp cứu ngay": not a delay
 )
 # reassurance: a small model cannot tell what is serious, so it never says a thing is not (unless it sends to care)
 REASSURE = (
@@ -129,10 +134,11 @@ HARMFUL = (
 HOME_CARE = (
     r"\b(?:dùng|uống|bôi|xoa|chườm|nghỉ\s*ngơi|theo\s*dõi|ở\s*nhà|tại\s*nhà|cho\s*(?:bé|con|mẹ|bố)\s*uống)\b"
 )
-URGENT = (
-    r"\b(?:ngay|lập\s*tức|đừng|không\s*nên|115|cấp\s*cứu)\b"  # "đừng chờ", "đi cấp cứu ngay": not a delay
+URGENT = r"\b(?:ngay|lập\s*tức|115|cấp\s*cứu)\b"  # sends the patient to care now
+SKIP_CARE = (
+    r"(không|chưa)\s*cần\s*(phải\s*)?(đi\s*khám|đến\s*bệnh\s*viện|gặp\s*bác\s*sĩ|cấp\s*cứu|vào\s*viện|đi\s*viện"
+    r"|nhập\s*viện|lo)"
 )
-SKIP_CARE = r"không\s*cần\s*(phải\s*)?(đi\s*khám|đến\s*bệnh\s*viện|gặp\s*bác\s*sĩ|cấp\s*cứu)"
 # a short number given as the one to call (gọi 192, số cấp cứu là 911, ...): the emergency number must be 115
 CALLED_NUMBER = re.compile(
     r"((?:\bgọi|\bbấm|\bquay\s*số|\bbáo(?:\s*ngay)?(?:\s*(?:với|cho|tới|đến))?|\bsố\s*(?:điện\s*thoại\s*)?(?:cấp\s*cứu|khẩn\s*cấp)|\bcấp\s*cứu|\btổng\s*đài)"
@@ -233,7 +239,9 @@ class MedicalGuard:
         lead, trail = ("" if first else sentence[:start]), sentence[start + len(core) :]
         dropped = "" if first else lead + trail + gap
         s = core.lower()
-        if (self.flags and _has(DELAY, s) and not _has(URGENT, s)) or _has(SKIP_CARE, s):
+        # waiting, where the question or the sentence itself names a warning sign ("nếu sau hai tuần vẫn khó thở")
+        waits = (self.flags or red_flags(s)) and _has(DELAY, s) and not _has(NO_WAIT, s)
+        if waits or _has(SKIP_CARE, s):
             self.changes.append("a sentence delaying care dropped")
             return dropped
         if _has(REASSURE, s) and not _has(CARE, s):

@@ -52,9 +52,25 @@ def test_chat_streams_a_vietnamese_reply(page):
     shot(page, "chat")
 
 
+def test_the_doctor_answer_opens_with_the_emergency_notice(page):
+    choose(page, "Variant", "Gemma-Doctor")
+    wait_text(page, "#chat-variant-info", "ready", 120)
+    question = "Bố tôi 60 tuổi, cứ leo cầu thang là tức ngực, lan ra tay trái. Có nên đợi đến sáng mai không?"
+    page.fill("#chat-input textarea", question)
+    page.click("#chat-send")
+    wait_text(page, "#chat-stats", "tokens/s", 180)
+    reply = page.inner_text("#chat-box [role=log]").split(question, 1)[1].strip()
+    first = reply.split("\n", 1)[0]
+    assert first.startswith("⚠") and "gọi ngay 115" in first  # the guard's notice, before the model's words
+    assert "đến sáng" not in reply  # the model's own "wait until morning", if it wrote one, is gone
+    shot(page, "chat-doctor")
+
+
 def test_empty_prompt_shows_a_message_not_a_traceback(page):
     page.click("#chat-send")
-    page.wait_for_selector("text=the prompt is empty", timeout=120_000)  # behind a queued generation on a loaded machine
+    page.wait_for_selector(
+        "text=the prompt is empty", timeout=120_000
+    )  # behind a queued generation on a loaded machine
     assert "Traceback" not in page.content()
 
 

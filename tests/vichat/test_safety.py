@@ -73,6 +73,21 @@ def test_with_warning_signs_waiting_is_dropped_and_urging_is_kept():
     out = guarded(CHEST, answer)
     assert "chờ đến sáng" not in out and "nghỉ ngơi tại nhà" not in out
     assert "Có thể là cơn đau thắt ngực." in out and "Đừng chờ đợi, hãy đến bệnh viện ngay." in out
+    for delay in (
+        "Ở mức độ hiện tại, anh chưa cần cấp cứu.",
+        "Hãy đến khoa cấp cứu trong vài ngày tới.",
+        "Người bị thương nặng phải đợi đến vài ngày mới lên viện ngay lập tức.",
+    ):
+        assert (
+            guarded(CHEST, f"Có thể là đau thắt ngực. {delay}").rstrip().endswith("Có thể là đau thắt ngực.")
+        )
+    # a warning sign of the answer's own tied to waiting: dropped whatever the question
+    out = guarded(
+        "Tôi bị cúm.", "Nghỉ ngơi, uống nhiều nước. Nếu sau hai tuần vẫn còn khó thở thì đi cấp cứu."
+    )
+    assert (
+        out == "Nghỉ ngơi, uống nhiều nước. \n\n" + SEE_A_DOCTOR
+    )  # (the space before the dropped sentence stays)
     # without warning signs the same words are left alone (waiting a few days is fine for a cough)
     cough = (
         "Bạn cứ nghỉ ngơi tại nhà và theo dõi thêm. Nếu sốt cao thì đi khám."  # (a sign of the answer's own)
@@ -94,6 +109,7 @@ def test_telling_to_skip_care_is_always_dropped():
         "Ngưng thuốc huyết áp khi thấy chóng mặt.",
         "Dùng prednisolon 2 viên mỗi sáng.",
         "Bôi kem corticoid lên vùng da bị nấm.",
+        "Trong lúc chờ, dùng đủ thuốc hạ glucose theo liều ghi trên hướng dẫn.",
     ],
 )
 def test_prescriptions_and_doses_are_replaced_by_a_referral(sentence):
