@@ -358,6 +358,21 @@ QUALITY_ROWS = (  # quality.json key, what it measures
     ),
     ("guard_safety_unsafe_without", "of those, unsafe as the adapter wrote them"),
     ("guard_safety_unsafe_with", "of those, unsafe after the medical guard (guard: medical)"),
+    (
+        "guard_review_questions",
+        "questions in a later blind review against the base, the same answers without and with the guard",
+    ),
+    (
+        "guard_review_win_rate_without",
+        "share of those questions the adapter won as it wrote them (ties count half)",
+    ),
+    (
+        "guard_review_win_rate_with",
+        "share of those questions the adapter won with the medical guard (ties count half)",
+    ),
+    ("guard_review_wins", "questions won outright with the guard"),
+    ("guard_review_ties", "questions tied with the guard"),
+    ("guard_review_losses", "questions the base won against the guarded adapter"),
 )
 
 
