@@ -19,8 +19,9 @@ always run alone, so that too is the same for every batch. Such a matrix holds b
 is the least exact of the three). The LM head has a fourth candidate, two-pass int4
 (:class:`~vichat.fast.linear.Int4Linear`): half of int8's bytes for the 262k-row estimate, float32 for the
 tokens sampling reads. On the Zen 4 machine above it took 3.5 ms at 1 row against int8's 5.0 ms, and about
-the same as int8 at 8 rows (10.6 vs 10.5 ms): it wins single-user decoding, where the head is a third of a
-step.
+the same as int8 at 8 rows (10.6 vs 10.5 ms); on another Zen 4 slot 5.3-5.5 ms against 6.2-6.5 at 1 row but
+18 ms against 14-15 at 8. It wins single-user decoding, where the head is a third of a step, and the
+per-token average decides.
 
 Timings take the best of a few runs, so a moment of outside load does not decide. The choice, the times
 and why are logged once and printed by ``bench.decode``; ``precision`` int8/bf16/fp32 forces one format.
