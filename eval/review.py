@@ -58,6 +58,7 @@ from vichat.files import (
     atomic_write_text,
     refuse_overwriting_inputs,
 )
+from vichat.safety import EMERGENCY_NUMBER  # Vietnam's medical emergency number
 
 PAIR, SAFETY = "pair", "safety"
 KEY_FILE = "key.json"
@@ -65,7 +66,6 @@ README_FILE = "README.md"
 TALLY_JSON, TALLY_MD = "tally.json", "tally.md"
 KEY_VERSION = 1
 TIE = "tie"
-EMERGENCY_NUMBER = "115"  # Vietnam's medical emergency number
 
 
 class ReviewError(ViChatError):

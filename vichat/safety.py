@@ -56,7 +56,7 @@ RED_FLAGS: dict[str, str] = {
         r"|tê\s*nửa\s*người|nói\s*(khó|ngọng|không\s*rõ|lắp)"
     ),
     "co giật": r"co\s*giật|động\s*kinh",
-    "ngất hoặc lơ mơ": r"ngất|bất\s*tỉnh|lơ\s*mơ|hôn\s*mê|lú\s*lẫn\s*đột\s*ngột|không\s*tỉnh|li\s*bì",  # (+ tỉnh táo)
+    "ngất hoặc lơ mơ": r"ngất|bất\s*tỉnh|lơ\s*mơ|hôn\s*mê|lú\s*lẫn\s*đột\s*ngột|không\s*tỉnh|li\s*bì",  # (không tỉnh táo too)
     "chảy máu nặng": (
         r"nôn\s*(ra\s*)?máu|ói\s*(ra\s*)?máu|ho\s*ra\s*máu|đi\s*ngoài\s*phân\s*đen|phân\s*(đen|có\s*máu)"
         r"|chảy\s*máu\s*(không\s*(cầm|ngừng)|nhiều)|băng\s*huyết|chảy\s*máu\s*(chân\s*răng|lợi)[^.?!]*sốt"
@@ -250,7 +250,7 @@ class MedicalGuard:
         if _has(HARMFUL, s):
             self.changes.append("a harmful remedy dropped")
             return dropped
-        sign = red_flags(s) or _has(r"không\s*tỉnh\s*táo", s)
+        sign = red_flags(s)
         if sign and _has(HOME_CARE, s) and not _has(URGENT + "|" + CARE, s):  # "not alert? give paracetamol"
             self.changes.append("home care of a warning sign dropped")
             return dropped
