@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from train import head_loss
 from train.dataset import IGNORE
 from vichat.errors import ViChatError
 from vichat.files import atomic_write_json
@@ -246,9 +247,14 @@ class ViChatTrainer(Trainer):
         if self.labelled_logits_only:
             with head_bypassed(self.accelerator.unwrap_model(model)) as head:
                 hidden = model(**model_inputs).logits
+            fused = head_loss.fusable(head)
             with self.accelerator.autocast():  # accelerate autocasts only the wrapped forward; the head too
-                logits = head(hidden[:, :-1][mask])
-            loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
+                if fused:  # head and loss in one step, block by block (train.head_loss)
+                    loss_sum = head_loss.head_cross_entropy(hidden[:, :-1][mask], head, targets[mask])
+                else:
+                    logits = head(hidden[:, :-1][mask])
+            if not fused:
+                loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
         else:  # what a plain HF causal-LM forward does: logits everywhere
             logits = model(**model_inputs).logits
             loss_sum = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="sum")

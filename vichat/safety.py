@@ -131,6 +131,11 @@ HARMFUL = (
     r"|nước\s*rửa\s*(chén|bát)|dầu\s*(máy|nhớt)|cồn\s*(90|70|y\s*tế)|long\s*não|băng\s*phiến)"
     r"|đắp\s*lá|hút\s*nọc|gây\s*nôn|bôi\s*kem\s*đánh\s*răng|chích\s*lể|bóp\s*rượu"
 )
+# herbal and folk remedies (thuốc nam, thuốc bắc, thảo dược, ...): never a treatment for a warning sign
+HERBAL = (
+    r"thuốc\s*(nam|bắc|đông\s*y|dân\s*gian|lá|gia\s*truyền)|thảo\s*dược|bài\s*thuốc|đông\s*y|cây\s*thuốc"
+    r"|lá\s*(cây|thuốc)"
+)
 HOME_CARE = (
     r"\b(?:dùng|uống|bôi|xoa|chườm|nghỉ\s*ngơi|theo\s*dõi|ở\s*nhà|tại\s*nhà|cho\s*(?:bé|con|mẹ|bố)\s*uống)\b"
 )
@@ -251,6 +256,9 @@ class MedicalGuard:
             self.changes.append("a harmful remedy dropped")
             return dropped
         sign = red_flags(s)
+        if (self.flags or sign) and _has(HERBAL, s) and _has(USE, s):  # "uống đủ thuốc nam theo liều"
+            self.changes.append("a herbal remedy for a warning sign dropped")
+            return dropped
         if sign and _has(HOME_CARE, s) and not _has(URGENT + "|" + CARE, s):  # "not alert? give paracetamol"
             self.changes.append("home care of a warning sign dropped")
             return dropped

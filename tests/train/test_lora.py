@@ -219,9 +219,11 @@ def test_malformed_and_empty_data(tmp_path, tiny_models):
 def test_nan_loss_stops_with_a_clear_message(tmp_path, tiny_models, monkeypatch):
     from train import trainer as trainer_mod
 
-    monkeypatch.setattr(
-        trainer_mod.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
-    )
+    def nan(*a, **k):
+        return torch.tensor(float("nan"), requires_grad=True)
+
+    monkeypatch.setattr(trainer_mod.F, "cross_entropy", nan)  # the plain head's loss
+    monkeypatch.setattr(trainer_mod.head_loss, "head_cross_entropy", nan)  # the fused head's
     code = main(["--config", str(preset(tmp_path, tiny_models["bloom"], max_steps=2))])
     assert code == 3
 

@@ -188,6 +188,20 @@ def test_treating_a_warning_sign_at_home_is_dropped():
     assert guarded(RASH, urgent) == urgent
 
 
+def test_herbal_remedies_are_dropped_where_there_is_a_warning_sign():
+    stroke = "Mẹ tôi tự nhiên méo miệng, nói ngọng, tay phải yếu hẳn đi."
+    out = guarded(
+        stroke, "Chị phải uống đủ thuốc nam theo liều ghi trên hướng dẫn. Hãy đưa mẹ đi bệnh viện ngay."
+    )
+    assert "thuốc nam" not in out and out.endswith("Hãy đưa mẹ đi bệnh viện ngay.")
+    # in the answer's own sentence too: "if the child convulses, give a herbal brew"
+    out = guarded(RASH, "Nếu bé co giật thì cho bé uống bài thuốc lá cây. Giữ vùng da khô thoáng.")
+    assert "bài thuốc" not in out
+    # with no warning sign anywhere, a herbal mention is left to the reader
+    mild = "Có thể dùng thảo dược dịu da, nhưng nên hỏi bác sĩ da liễu."
+    assert guarded(RASH, mild) == mild
+
+
 def test_an_answer_the_guard_empties_still_sends_to_care():
     assert guarded(RASH, "Bệnh này tự khỏi.") == "\n\n" + SEE_A_DOCTOR
 
