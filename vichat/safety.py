@@ -136,6 +136,9 @@ HERBAL = (
     r"thuốc\s*(nam|bắc|đông\s*y|dân\s*gian|lá|gia\s*truyền)|thảo\s*dược|bài\s*thuốc|đông\s*y|cây\s*thuốc"
     r"|lá\s*(cây|thuốc)"
 )
+ADVISE_AGAINST = (
+    r"\b(?:không|đừng|tránh|chớ)\s*(?:nên\s*|được\s*)?(?:tự\s*)?(?:uống|dùng|sử\s*dụng|đắp|bôi)\b"
+)
 HOME_CARE = (
     r"\b(?:dùng|uống|bôi|xoa|chườm|nghỉ\s*ngơi|theo\s*dõi|ở\s*nhà|tại\s*nhà|cho\s*(?:bé|con|mẹ|bố)\s*uống)\b"
 )
@@ -256,7 +259,8 @@ class MedicalGuard:
             self.changes.append("a harmful remedy dropped")
             return dropped
         sign = red_flags(s)
-        if (self.flags or sign) and _has(HERBAL, s) and _has(USE, s):  # "uống đủ thuốc nam theo liều"
+        herbal_use = _has(HERBAL, s) and _has(USE, s) and not _has(ADVISE_AGAINST, s)
+        if (self.flags or sign) and herbal_use:  # "uống đủ thuốc nam theo liều", not "không dùng thuốc nam"
             self.changes.append("a herbal remedy for a warning sign dropped")
             return dropped
         if sign and _has(HOME_CARE, s) and not _has(URGENT + "|" + CARE, s):  # "not alert? give paracetamol"

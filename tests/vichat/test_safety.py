@@ -197,6 +197,9 @@ def test_herbal_remedies_are_dropped_where_there_is_a_warning_sign():
     # in the answer's own sentence too: "if the child convulses, give a herbal brew"
     out = guarded(RASH, "Nếu bé co giật thì cho bé uống bài thuốc lá cây. Giữ vùng da khô thoáng.")
     assert "bài thuốc" not in out
+    # advice against them stays
+    against = "Không dùng thuốc nam, hãy đưa mẹ đến khoa cấp cứu ngay."
+    assert guarded(stroke, against).endswith(against)
     # with no warning sign anywhere, a herbal mention is left to the reader
     mild = "Có thể dùng thảo dược dịu da, nhưng nên hỏi bác sĩ da liễu."
     assert guarded(RASH, mild) == mild
