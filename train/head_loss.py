@@ -78,8 +78,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
             n = logits.shape[0]
             probs = logits.sub_(lse[s : s + rows, None]).exp_()  # softmax, in place of the logits
             probs[index[:n], targets[s : s + rows]] -= 1.0
-            probs.mul_(grad_total)
-            grad[s : s + rows] = probs.to(weight.dtype) @ weight
+            # linear in the loss's gradient: scale the small product, not the rows x vocab block
+            grad[s : s + rows] = (probs.to(weight.dtype) @ weight).to(grad.dtype) * grad_total
         return grad, None, None, None
 
 
