@@ -12,7 +12,13 @@ batch) and, for the layers' matrices, at a prompt's 64 rows.
 
 Decode steps use one format per matrix whatever the batch size, the fastest per token averaged over 1 row
 and a full batch: a row's numbers must not depend on what else is in the batch (a seed gives the same answer
-however many users decode with it), and int8 and bf16 round differently. Prompt passes (more rows than the
+however many users decode with it), and int8 and bf16 round differently. Nor may they depend on the batch's
+size or the thread count inside one format, and some kernels' do: on a 2-core Sapphire Rapids VM and on a
+2-core Zen 3 EPYC the float32 product of a row inside 2 to 8 rows differed from the row alone by 2e-7 to
+3e-6, and on the EPYC by 2e-6 between 1 and 2 threads at 5 rows, while the int8 and int4 kernels gave the
+same bits for every batch and thread count. So every candidate is also checked on this machine
+(:func:`variance`): a row alone against the same row inside batches of 2 to ``batch`` rows, on one thread
+and on all; only formats that give the same bits everywhere decode (the others may still run prompts). Prompt passes (more rows than the
 batch holds) may take another format where it saves at least :data:`MIN_GAIN` of the time: a prompt is
 always run alone, so that too is the same for every batch. Such a matrix holds both formats
 (:class:`ByRows`). Every candidate stays within the accuracy bound the int8 format is tested against (int8
@@ -86,6 +92,8 @@ class KernelChoice:
     # group -> [(upto rows, format)], upto increasing; the last entry covers any larger product
     plan: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     built: dict[str, Linear | ByRows] = field(default_factory=dict, repr=False)  # the head as timed
+    # group -> format -> largest |difference| of a row alone vs inside a batch or on other threads (0: none)
+    variance: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def chosen(self) -> dict[str, str]:
@@ -130,6 +138,11 @@ class KernelChoice:
     def _used_for(self, group: str, fmt: str) -> str:
         steps = self.plan[group]
         step_ms = f"{self.per_token(group, fmt) * 1e3:.3f} ms per token in decode steps"
+        varies = self.variance.get(group, {}).get(fmt)
+        if varies:
+            step_ms += (
+                f"; a row's numbers vary with the batch or threads by {varies:.1e}: not for decode steps"
+            )
         if len(steps) == 1:
             return f"**everything** ({step_ms})" if steps[0][1] == fmt else step_ms
         if steps[0][1] == fmt:
@@ -165,10 +178,14 @@ def per_token(times: dict[int, float], batch: int) -> float:
     return (times[1] + times[batch] / batch) / 2
 
 
-def plan_formats(times: dict[str, dict[int, float]], batch: int) -> list[tuple[int, str]]:
+def plan_formats(
+    times: dict[str, dict[int, float]], batch: int, steady: set[str] | None = None
+) -> list[tuple[int, str]]:
     """[(upto rows, format)] from one group's timings: decode steps (up to ``batch`` rows) on the fastest
-    per token; larger products (prompts), where timed, on their fastest if it saves MIN_GAIN of the time."""
-    step = min(times, key=lambda f: per_token(times[f], batch))
+    per token of the ``steady`` formats (None: all; see :func:`variance`); larger products (prompts), where
+    timed, on their fastest of all formats if it saves MIN_GAIN of the time."""
+    eligible = [f for f in times if steady is None or f in steady] or list(times)
+    step = min(eligible, key=lambda f: per_token(times[f], batch))
     bigger = sorted(r for r in times[step] if r > batch)
     if not bigger:
         return [(batch, step)]
@@ -179,6 +196,32 @@ def plan_formats(times: dict[str, dict[int, float]], batch: int) -> list[tuple[i
     return [(rows, step)]
 
 
+def variance(linear: Linear, width: int, batch: int, most: int | None = None, full: bool = True) -> float:
+    """How far a row's product moves with the rows around it and with the thread count: the largest
+    |difference| between each row alone on one thread and the same row inside ``x[:r]`` for r in 2..batch,
+    on one thread and on ``most`` (default: torch's count now). 0.0: the same bits everywhere. ``full``
+    False checks fewer sizes (2, 3 and ``batch``; rows 0 and r-1), for the big LM head."""
+    most = most or torch.get_num_threads()
+    before = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, width, generator=gen).to(linear.dtype)
+    sizes = range(1, batch + 1) if full else sorted({1, min(2, batch), min(3, batch), batch})
+    worst = 0.0
+    try:
+        torch.set_num_threads(1)
+        needed = range(batch) if full else sorted({0, *(r - 1 for r in sizes)})
+        alone = {j: linear(x[j : j + 1]).float()[0] for j in needed}
+        for threads in sorted({1, most}):
+            torch.set_num_threads(threads)
+            for r in sizes:
+                out = linear(x[:r]).float()
+                for j in range(r) if full else sorted({0, r - 1}):
+                    worst = max(worst, float((out[j] - alone[j]).abs().max()))
+    finally:
+        torch.set_num_threads(before)
+    return worst
+
+
 def choose_kernels(weights: dict[str, torch.Tensor], batch: int) -> KernelChoice:
     """Time every format on each of ``weights`` (group -> matrix) at each row count; plan the formats."""
     choice = KernelChoice(batch=max(1, batch))
@@ -187,12 +230,15 @@ def choose_kernels(weights: dict[str, torch.Tensor], batch: int) -> KernelChoice
             counts = row_counts(group, choice.batch)
             results: dict[str, dict[int, float]] = {}
             choice.times[group] = results
+            varies: dict[str, float] = {}
+            choice.variance[group] = varies
             kept: Linear | None = None  # the head: only the best so far stays built (its formats are big)
             for fmt in HEAD_FORMATS if group == "head" else PRECISIONS:
                 try:
                     linear = make_linear(weight, fmt)
                     width = weight.shape[1]
                     results[fmt] = {r: _best_time(linear, r, width) for r in counts}
+                    varies[fmt] = variance(linear, width, choice.batch, full=group != "head")
                 except (
                     RuntimeError,
                     NotImplementedError,
@@ -200,12 +246,21 @@ def choose_kernels(weights: dict[str, torch.Tensor], batch: int) -> KernelChoice
                 ) as e:  # a kernel this build or CPU lacks
                     log.info("fast path: %s format %s unavailable here (%s)", group, fmt, str(e)[:80])
                     continue
-                if group == "head" and min(results, key=lambda f: per_token(results[f], choice.batch)) == fmt:
+                steady = {f for f, d in varies.items() if d == 0.0}
+                if group == "head" and plan_formats(results, choice.batch, steady)[0][1] == fmt:
                     kept = linear
                 del linear
             if not results:
                 raise RuntimeError(f"no weight format runs on this machine for {group}")
-            choice.plan[group] = plan_formats(results, choice.batch)
+            steady = {f for f, d in varies.items() if d == 0.0}
+            if not steady:
+                log.warning(
+                    "fast path: every %s format varies with the batch or threads here (%s); seeded answers "
+                    "may then differ with what else decodes",
+                    group,
+                    ", ".join(f"{f} {d:.1e}" for f, d in varies.items()),
+                )
+            choice.plan[group] = plan_formats(results, choice.batch, steady)
             if group == "head":  # timed at decode sizes only, so one format: the best per token, kept
                 choice.built["head"] = kept
     log.info("fast path kernels (timed on this machine): %s", choice.summary())

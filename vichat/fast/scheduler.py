@@ -179,9 +179,8 @@ class Scheduler:
         if self.pool is None:
             self.pool = self.engine.new_pool(self.max_batch, self.capacity)
         slot = self._make_room(job)
-        _use_threads(self.engine.threads.for_prompt())
+        _use_threads(self.engine.threads.most)  # always: see ThreadChoice (a prompt's bits)
         logits = self.engine.forward(job.ids, self.pool.slot_cache(slot), job.lora)
-        self.pool.touched[slot] = max(self.pool.touched[slot], len(job.ids))
         job.slot, job.length = slot, len(job.ids)
         job.seen = torch.tensor([job.ids + [0] * job.settings.max_new_tokens])
         job.n = len(job.ids)

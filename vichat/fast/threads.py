@@ -7,6 +7,11 @@ a second, while one thread kept 35-50. So the decoder times its steps on both se
 never stalls) and uses the faster; the other gets one step again now and then, less often each time it
 loses. A try of all threads can itself stall for a second, so where /proc/stat tells that the other cores
 were busy meanwhile, the try is skipped. The choice lives on the engine: later replies start from it.
+
+The choice is for decode steps only, whose kernels give the same bits on any thread count (the kernel choice
+checks it: vichat.fast.kernels). Prompt passes always run on all threads (``most``): their bigger products
+(bfloat16 with AMX, for one) may sum in another order on another thread count (a prompt's logits moved by
+0.19 between 1 and 2 threads on a Sapphire Rapids VM), and a seed must give the same answer every time.
 """
 
 from __future__ import annotations
@@ -62,12 +67,6 @@ class ThreadChoice:
     @property
     def options(self) -> tuple[int, ...]:
         return (1, self.most) if self.most > 1 else (1,)
-
-    def for_prompt(self) -> int:
-        """Threads for a prompt pass: the faster setting once both are timed, all threads before that."""
-        if len(self.estimate) < len(self.options):
-            return self.most
-        return min(self.options, key=self.estimate.__getitem__)
 
     def observe(self, seconds: float) -> None:
         """Record one decode step's time on ``current`` threads and choose the setting for the next step."""
