@@ -19,8 +19,9 @@ whatever the model, and those the guard handles (``guard: medical`` on a variant
   113 is the police, 114 the fire service) becomes 115.
 - **No reassurance, no harmful remedies.** A small model cannot tell what is serious: a sentence saying it is
   nothing serious or will go away by itself is dropped unless it also sends to care; so is one that has the
-  patient swallow a household product (body wash, medicated oil, ...), put leaves on a wound, make themself
-  vomit, or treat a warning sign at home ("if she is not alert, give paracetamol").
+  patient swallow a household product (body wash, medicated oil, ...), put leaves or mud on the body, poke deep
+  into the nose or ears, go without food and drink, make themself vomit, or treat a warning sign at home ("if
+  she is not alert, give paracetamol"); and one that tells them not to go to hospital or call 115.
 - **A way to care.** An answer that never mentions a doctor, a clinic, a hospital or 115 (or one the guard
   emptied) ends with a line sending the patient to one if the symptoms last or get worse.
 
@@ -103,7 +104,7 @@ PRESCRIPTION = (
     r"|penicilin\w*|insulin|metformin|corticoid\w*|corticosteroid\w*|prednis\w*|dexametha\w*|methylpred\w*"
     r"|warfarin|heparin|thuốc\s*chống\s*đông|clopidogrel|morphin\w*|tramadol|codein\w*|oxycodon\w*"
     r"|thuốc\s*ngủ|thuốc\s*an\s*thần|diazepam|seduxen|alprazolam|thuốc\s*chống\s*trầm\s*cảm"
-    r"|thuốc\s*(hạ\s*)?huyết\s*áp|thuốc\s*tiểu\s*đường|thuốc\s*(hạ\s*)?đường\s*huyết|thuốc\s*hạ\s*(glucose|đường)|statin|\w+statin"
+    r"|thuốc\s*(hạ\s*)?huyết\s*áp|thuốc\s*hạ\s*áp|thuốc\s*(chống\s*|trị\s*|điều\s*trị\s*)?(tiểu\s*đường|đái\s*tháo\s*đường)|thuốc\s*(hạ\s*)?đường\s*huyết|thuốc\s*hạ\s*(glucose|đường)|statin|\w+statin"
     r"|amlodipin\w*|losartan|digoxin|methotrexat\w*|isotretinoin|thuốc\s*kháng\s*virus|oseltamivir|tamiflu"
     r"|thuốc\s*kê\s*đơn|thuốc\s*chống\s*động\s*kinh|levothyrox\w*|thuốc\s*tuyến\s*giáp"
 )
@@ -130,6 +131,8 @@ HARMFUL = (
     r"(uống|nuốt|ăn|ngậm)[^.?!]{0,30}(sữa\s*tắm|dầu\s*gió|xà\s*phòng|dầu\s*hỏa|xăng|thuốc\s*tẩy|nước\s*javel|javen"
     r"|nước\s*rửa\s*(chén|bát)|dầu\s*(máy|nhớt)|cồn\s*(90|70|y\s*tế)|long\s*não|băng\s*phiến)"
     r"|đắp\s*lá|hút\s*nọc|gây\s*nôn|bôi\s*kem\s*đánh\s*răng|chích\s*lể|bóp\s*rượu"
+    r"|(chọc|ngoáy|hút)[^.?!]{0,20}(mũi|tai)\s*sâu|(đắp|bôi|trát|ngâm)[^.?!]{0,10}\bbùn"
+    r"|không\s*ăn\s*uống\s*gì|nhịn\s*(cả\s*)?(ăn\s*)?uống"  # no food or drink: shock in dengue, dehydration
 )
 # herbal and folk remedies (thuốc nam, thuốc bắc, thảo dược, ...): never a treatment for a warning sign
 HERBAL = (
@@ -146,12 +149,13 @@ URGENT = r"\b(?:ngay|lập\s*tức|115|cấp\s*cứu)\b"  # sends the patient to
 SKIP_CARE = (
     r"(không|chưa)\s*cần\s*(phải\s*)?(đi\s*khám|đến\s*bệnh\s*viện|gặp\s*bác\s*sĩ|cấp\s*cứu|vào\s*viện|đi\s*viện"
     r"|nhập\s*viện|lo)"
+    r"|(đừng|không\s*nên|chớ)\s*(tự\s*)?(đi|vào|đến|tới)\s*(bệnh\s*)?viện|(đừng|không\s*nên|chớ)\s*gọi\s*(cấp\s*cứu|115)"
 )
 # a short number given as the one to call (gọi 192, số cấp cứu là 911, ...): the emergency number must be 115
 CALLED_NUMBER = re.compile(
     r"((?:\bgọi|\bbấm|\bquay\s*số|\bbáo(?:\s*ngay)?(?:\s*(?:với|cho|tới|đến))?|\bsố\s*(?:điện\s*thoại\s*)?(?:cấp\s*cứu|khẩn\s*cấp)|\bcấp\s*cứu|\btổng\s*đài)"
-    r"(?:\s+(?:ngay|ngay\s*lập\s*tức|số|điện\s*thoại|cấp\s*cứu|khẩn\s*cấp|tổng\s*đài|là|theo|đến|tới|cho))*"
-    r"\s*[:\-]?\s*)(\d{2,4}(?:\s*/\s*\d{2,4})*)\b(?![.,\s]?\d)",  # and 192/154: every number of the list
+    r"(?:\s+(?:ngay|ngay\s*lập\s*tức|hôm\s*nay|số|điện\s*thoại|cấp\s*cứu|khẩn\s*cấp|tổng\s*đài|là|theo|đến|tới|cho))*"
+    r"\s*[:\-(]?\s*)(?!24\s*/\s*7)(\d{2,4}(?:\s*/\s*\d{2,4})*)\b(?![.,\s]?\d)",  # and 192/154: every number of the list
     re.IGNORECASE,
 )
 CARE = r"bác\s*sĩ|đi\s*khám|khám\s*bệnh|cơ\s*sở\s*y\s*tế|bệnh\s*viện|phòng\s*khám|trạm\s*y\s*tế|cấp\s*cứu|115"

@@ -98,6 +98,13 @@ def test_with_warning_signs_waiting_is_dropped_and_urging_is_kept():
 def test_telling_to_skip_care_is_always_dropped():
     out = guarded(RASH, "Bệnh này không cần đi khám. Giữ vùng da khô thoáng.")
     assert "không cần đi khám" not in out and "Giữ vùng da khô thoáng." in out
+    for skip in (
+        "Anh đừng tự đi viện hay gọi báo động xã hội.",
+        "Không nên vào bệnh viện lúc này.",
+        "Đừng gọi 115.",
+    ):
+        out = guarded(RASH, f"{skip} Giữ vùng da khô thoáng.")
+        assert skip not in out and "Giữ vùng da khô thoáng." in out
 
 
 @pytest.mark.parametrize(
@@ -110,6 +117,9 @@ def test_telling_to_skip_care_is_always_dropped():
         "Dùng prednisolon 2 viên mỗi sáng.",
         "Bôi kem corticoid lên vùng da bị nấm.",
         "Trong lúc chờ, dùng đủ thuốc hạ glucose theo liều ghi trên hướng dẫn.",
+        "Anh thử nhổ bỏ thuốc chống tiểu đường vài hôm.",  # the fourth safety review's answers
+        "Cho bé uống đủ thuốc hạ áp thông thường.",
+        "Ngừng thuốc điều trị đái tháo đường khi ăn ít.",
     ],
 )
 def test_prescriptions_and_doses_are_replaced_by_a_referral(sentence):
@@ -136,6 +146,7 @@ def test_a_doctor_in_the_sentence_makes_a_drug_mention_fine_and_the_referral_is_
         ("Số cấp cứu là 113, hãy đến bệnh viện.", "Số cấp cứu là 115, hãy đến bệnh viện."),  # 113: the police
         ("Dấu hiệu cần báo ngay với 195/74.", "Dấu hiệu cần báo ngay với 115."),  # a list: all of it
         ("Hãy gọi 115/154 nếu bé li bì.", "Hãy gọi 115 nếu bé li bì."),
+        ("Hãy đến khoa cấp cứu ngay hôm nay (170).", "Hãy đến khoa cấp cứu ngay hôm nay (115)."),
     ],
 )
 def test_a_wrong_number_to_call_becomes_115(said, fixed):
@@ -148,6 +159,7 @@ def test_a_wrong_number_to_call_becomes_115(said, fixed):
         "Năm 1999 có 113 ca nhưng bạn nên đi khám.",  # numbers, not ones to call
         "Gọi tổng đài 1900 1234 của bệnh viện để đặt lịch khám.",  # a long number: a hotline, left alone
         "Gọi 115 ngay.",
+        "Khoa cấp cứu (24/7) luôn mở cửa, hãy đến khám.",
     ],
 )
 def test_other_numbers_are_left_alone(kept):
@@ -172,6 +184,9 @@ def test_reassurance_is_dropped_unless_it_sends_to_care():
         "Đắp lá trầu không lên vết chó cắn.",
         "Hãy móc họng gây nôn ngay cho cháu.",
         "Bôi kem đánh răng lên vết bỏng.",
+        "Khi khó thở, chọc hút ẩm mũi, tai sâu cho bé.",
+        "Nếu thấy khó thở thì đắp bùn sủi lên ngực.",
+        "Không ăn uống gì cho đến khi hết sốt.",
     ],
 )
 def test_harmful_home_remedies_are_dropped(harmful):
