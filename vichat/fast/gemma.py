@@ -410,7 +410,7 @@ def _project_rows(linear, x: torch.Tensor, loras, key) -> torch.Tensor:
 def _lora_rows(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``B(A x)`` for each row of ``x`` as a batch of one-row products (``bmm``). A float32 product over the
     rows (``F.linear``, ``addmm``) gives a row other bits inside 2+ rows than alone (by ~2e-7, measured on
-    Sapphire Rapids); a batch of one-row products does not (tests/vichat/test_batching.py checks it)."""
+    Sapphire Rapids); a batch of one-row products does not (tests/vichat/test_fast.py checks it)."""
     rows = x.shape[0]
     h = torch.bmm(x[:, None, :], a.T.expand(rows, -1, -1))
     return torch.bmm(h, b.T.expand(rows, -1, -1))[:, 0]

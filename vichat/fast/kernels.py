@@ -10,24 +10,23 @@ model (the fused q/k/v, o, gate/up and down of one layer, which all layers share
 engine builds the candidates and times ``x @ w.T`` at 1 row (one user), at the engine's batch (a full
 batch) and, for the layers' matrices, at a prompt's 64 rows.
 
-Decode steps use one format per matrix whatever the batch size, the fastest per token averaged over 1 row
-and a full batch: a row's numbers must not depend on what else is in the batch (a seed gives the same answer
+Decode steps use one format per matrix whatever the batch size, the fastest per token averaged over 1 row and
+a full batch: a row's numbers must not depend on what else is in the batch (a seed gives the same answer
 however many users decode with it), and int8 and bf16 round differently. Nor may they depend on the batch's
 size or the thread count inside one format, and some kernels' do: on a 2-core Sapphire Rapids VM and on a
-2-core Zen 3 EPYC the float32 product of a row inside 2 to 8 rows differed from the row alone by 2e-7 to
-3e-6, and on the EPYC by 2e-6 between 1 and 2 threads at 5 rows, while the int8 and int4 kernels gave the
-same bits for every batch and thread count. So every candidate is also checked on this machine
-(:func:`variance`): a row alone against the same row inside batches of 2 to ``batch`` rows, on one thread
-and on all; only formats that give the same bits everywhere decode (the others may still run prompts). Prompt passes (more rows than the
-batch holds) may take another format where it saves at least :data:`MIN_GAIN` of the time: a prompt is
-always run alone, so that too is the same for every batch. Such a matrix holds both formats
-(:class:`ByRows`). Every candidate stays within the accuracy bound the int8 format is tested against (int8
-is the least exact of the three). The LM head has a fourth candidate, two-pass int4
-(:class:`~vichat.fast.linear.Int4Linear`): half of int8's bytes for the 262k-row estimate, float32 for the
-tokens sampling reads. On the Zen 4 machine above it took 3.5 ms at 1 row against int8's 5.0 ms, and about
-the same as int8 at 8 rows (10.6 vs 10.5 ms); on another Zen 4 slot 5.3-5.5 ms against 6.2-6.5 at 1 row but
-18 ms against 14-15 at 8. It wins single-user decoding, where the head is a third of a step, and the
-per-token average decides.
+2-core Zen 3 EPYC the float32 product of a row inside 2 to 8 rows differed from the row alone by 2e-7 to 3e-6,
+and on the EPYC by 2e-6 between 1 and 2 threads at 5 rows, while the int8 and int4 kernels gave the same bits
+for every batch and thread count. So every candidate is also checked on this machine (:func:`variance`): a row
+alone against the same row inside batches of 2 to ``batch`` rows, on one thread and on all; only formats that
+give the same bits everywhere decode (the others may still run prompts). Prompt passes (more rows than the
+batch holds) may take another format where it saves at least :data:`MIN_GAIN` of the time: a prompt is always
+run alone, so that too is the same for every batch. Such a matrix holds both formats (:class:`ByRows`). Every
+candidate stays within the accuracy bound the int8 format is tested against (int8 is the least exact of the
+three). The LM head has a fourth candidate, two-pass int4 (:class:`~vichat.fast.linear.Int4Linear`): half of
+int8's bytes for the 262k-row estimate, float32 for the tokens sampling reads. On the Zen 4 machine above it
+took 3.5 ms at 1 row against int8's 5.0 ms, and about the same as int8 at 8 rows (10.6 vs 10.5 ms); on another
+Zen 4 slot 5.3-5.5 ms against 6.2-6.5 at 1 row but 18 ms against 14-15 at 8. It wins single-user decoding,
+where the head is a third of a step, and the per-token average decides.
 
 Timings take the best of a few runs, so a moment of outside load does not decide, each run after other memory
 is written (:data:`EVICT_BYTES`), so that the matrix comes from beyond the core's cache as in a step. The
