@@ -22,10 +22,11 @@ The paper's way (``--mixture chat --alpaca A.jsonl --gpt4all G.jsonl --out-dir D
 ``--chatdoctor``; ``--sizes NAME=N`` or ``--ratios NAME=R [--total N]``) still works and writes into DIR.
 
 Steps per mixture, each counted per source: read (a malformed line stops the build with file:line
-unless ``--skip-invalid``), drop empty records, drop duplicates (same prompt and response after NFC,
-case folding and whitespace collapsing; the first source keeps its copy), drop records over
-``--max-tokens`` (prompt + response), drop near-duplicates of an eval question (``train.decontam``: the
-training must never see the test, in any wording), take each source's cap, shuffle with the seed and
+unless ``--skip-invalid``), drop empty records, drop records found in ``--exclude`` files (an earlier
+build's held-out split, when a continued adapter is measured on it), drop duplicates (same prompt and
+response after NFC, case folding and whitespace collapsing; the first source keeps its copy), drop records
+over ``--max-tokens`` (prompt + response), drop near-duplicates of an eval question (``train.decontam``:
+the training must never see the test, in any wording), take each source's cap, shuffle with the seed and
 split off the validation set.
 
 Safe by construction: outputs never overwrite inputs and an out-dir that holds an input is refused,
@@ -142,6 +143,8 @@ class BuildArgs:
     eval_files: list[str] = field(default_factory=lambda: [str(REPO_ROOT / p) for p in decontam.EVAL_FILES])
     decontam_threshold: float = decontam.THRESHOLD
     no_decontam: bool = False
+    exclude: list[str] = field(default_factory=list)
+    """JSONL files (an earlier build's ``validation.jsonl``, say) whose records no source may contribute."""
 
     def files(self, component: str) -> list[str]:
         return list(getattr(self, component))
@@ -163,7 +166,9 @@ def parse_spec(flag: str, text: str, mixture: str) -> list[SourceSpec]:
             )
         cap = checks.number(f"{flag} {name}: the cap", cap_text, minimum=1, integer=True) if colon else None
         repeat = (
-            checks.number(f"{flag} {name}: the repeat count", repeat_text, minimum=1, integer=True) if star else None
+            checks.number(f"{flag} {name}: the repeat count", repeat_text, minimum=1, integer=True)
+            if star
+            else None
         )
         spec = specs.setdefault(name, SourceSpec(name, []))
         if cap is not None:
@@ -341,6 +346,8 @@ class ComponentReport:
     over_long: int = 0
     contaminated: int = 0
     """Near-duplicates of an eval question (``train.decontam``), dropped."""
+    excluded: int = 0
+    """Records found in an ``--exclude`` file, dropped."""
     available: int = 0
     requested: int | None = None
     selected: int = 0
@@ -383,10 +390,26 @@ def _clean_text(record: dict[str, Any]) -> bool:
     return True
 
 
+def excluded_keys(files: Sequence[str]) -> set[str]:
+    """The dedupe keys of every record in ``--exclude`` files (a malformed line stops the build)."""
+    keys: set[str] = set()
+    for path in files:
+        result = read_jsonl(path)
+        bad = [error for error in result.errors if error.kind != "empty"]
+        if bad:
+            raise DataError(f"--exclude {path}: {len(bad)} malformed line(s), e.g. {bad[0]}")
+        keys.update(dedupe_key(record) for record in result.records)
+    return keys
+
+
 def load_component(
-    name: str, files: Sequence[str], skip_invalid: bool, seen: set[str]
+    name: str,
+    files: Sequence[str],
+    skip_invalid: bool,
+    seen: set[str],
+    excluded: frozenset[str] = frozenset(),
 ) -> tuple[list[dict[str, Any]], ComponentReport]:
-    """Read, drop empty records and duplicates (``seen`` spans the whole mixture)."""
+    """Read, drop empty records, duplicates (``seen`` spans the whole mixture) and ``excluded`` ones."""
     report = ComponentReport(name=name, files=list(files))
     kept: list[dict[str, Any]] = []
     invalid: list[RecordError | str] = []
@@ -401,6 +424,9 @@ def load_component(
                 invalid.append(f"{path}: record {number} holds a lone UTF-16 surrogate")
                 continue
             key = dedupe_key(record)
+            if key in excluded:
+                report.excluded += 1
+                continue
             if key in seen:
                 report.duplicates += 1
                 continue
@@ -518,6 +544,7 @@ def check_outputs(plan_list: Sequence[Plan], args: BuildArgs) -> None:
     """Refuse an out-dir that holds an input, and any output that is an input, before anything is written."""
     inputs = [path for plan in plan_list for spec in plan.sources for path in spec.patterns]
     inputs += list(args.eval_files) if not args.no_decontam else []
+    inputs += list(args.exclude)
     folders = {Path(path).resolve().parent for path in inputs}
     targets = [plan.out_dir for plan in plan_list] + ([] if plan_list[0].legacy else [Path(args.out_dir)])
     for target in targets:
@@ -542,8 +569,9 @@ def build_mixture(
     seen: set[str] = set()
     pools: dict[str, list[Item]] = {}
     reports: dict[str, ComponentReport] = {}
+    excluded = frozenset(excluded_keys(args.exclude))
     for spec in plan.sources:
-        records, report = load_component(spec.name, spec.patterns, args.skip_invalid, seen)
+        records, report = load_component(spec.name, spec.patterns, args.skip_invalid, seen, excluded)
         items = measure(records, counter)
         pools[spec.name] = [item for item in items if item.tokens <= args.max_tokens]
         report.over_long = len(items) - len(pools[spec.name])
@@ -552,7 +580,12 @@ def build_mixture(
         remove_contaminated(pools, reports, questions, args.decontam_threshold)
     for name, pool in pools.items():
         reports[name].available = len(pool)
-    notes: list[str] = []
+    notes: list[str] = [
+        f"{display(name)}: {report.excluded:,} record(s) left out, found in --exclude "
+        f"({', '.join(Path(p).name for p in args.exclude)})"
+        for name, report in reports.items()
+        if report.excluded
+    ]
     if plan.legacy:
         sizes = plan_sizes(args, {name: len(pool) for name, pool in pools.items()}, notes)
     else:
@@ -881,7 +914,9 @@ def parse_args(argv: Sequence[str] | None = None) -> BuildArgs:
     )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument(
-        "--chat", metavar="SPEC", help="Chat mixture: NAME[:CAP][*REPEAT]=PATH,... (e.g. alpaca-vi:10000=a.jsonl,ours*2=b.jsonl)"
+        "--chat",
+        metavar="SPEC",
+        help="Chat mixture: NAME[:CAP][*REPEAT]=PATH,... (e.g. alpaca-vi:10000=a.jsonl,ours*2=b.jsonl)",
     )
     parser.add_argument("--doctor", metavar="SPEC", help="Doctor mixture: NAME[:CAP][*REPEAT]=PATH,...")
     parser.add_argument(
@@ -928,6 +963,14 @@ def parse_args(argv: Sequence[str] | None = None) -> BuildArgs:
         default=defaults.decontam_threshold,
     )
     parser.add_argument("--no-decontam", action="store_true", help="keep eval near-duplicates (not advised)")
+    parser.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="JSONL",
+        help="leave out every record found in these files (an earlier build's validation.jsonl, so that a "
+        "continued adapter is measured on records it never trained on)",
+    )
     values = vars(parser.parse_args(argv))
     if values["tokenizer"] is None:
         values["tokenizer"] = "whitespace" if values["mixture"] else GEMMA_TOKENIZER

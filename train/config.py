@@ -126,6 +126,13 @@ class ModelArguments:
     )
     load_in_8bit: bool = field(default=True, metadata={"help": "int8 frozen base on CUDA (ignored on CPU)"})
     models_file: str = field(default=str(MODELS_YAML), metadata={"help": "variant file to resolve `base`"})
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "a LoRA adapter folder (same base, rank, alpha and targets) whose weights the run starts "
+            "from, with a fresh optimizer and schedule: continue an adapter on more or other data"
+        },
+    )
 
     def __post_init__(self) -> None:
         check_values(dataclasses.asdict(self))

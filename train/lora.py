@@ -134,10 +134,15 @@ def check_resume(out: Path, fp: str, resume: bool) -> Path | None:
     return good[0]
 
 
-def check_paths(out: Path, data_args: DataArguments) -> None:
-    """The output folder is a folder, and nothing written there lands on a data file."""
+def check_paths(out: Path, data_args: DataArguments, init_adapter: str | None = None) -> None:
+    """The output folder is a folder, and nothing written there lands on a data file or the starting adapter."""
     inputs = [*data_args.train_files, *(data_args.validation_files or [])]
     refuse_overwriting_inputs([out, *(out / name for name in OUTPUTS)], inputs, "output_dir")
+    if init_adapter and Path(init_adapter).resolve().is_relative_to(out.resolve()):
+        raise PresetError(
+            f"init_adapter {init_adapter} is inside output_dir {out}, where this run writes: copy it elsewhere "
+            "first, or choose another output_dir"
+        )
     if out.exists() and not out.is_dir():
         raise PresetError(f"output_dir {out} is a file; choose a folder for the run's outputs")
 
@@ -189,6 +194,68 @@ def save_adapter(model, adapter_dir: Path, meta: dict, base_model: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_init_adapter(model_args: ModelArguments, spec_key: str) -> dict | None:
+    """The ``init_adapter`` folder fits the preset (checked before any model loads); what the run records of it.
+
+    Its base (vichat.json), rank, alpha and target modules must be the preset's: a different shape cannot load,
+    and a different alpha would silently rescale what the adapter learned.
+    """
+    if not model_args.init_adapter:
+        return None
+    folder = Path(model_args.init_adapter)
+    weights = folder / "adapter_model.safetensors"
+    for needed in (folder / CONFIG_FILE, weights):
+        if not needed.is_file():
+            raise PresetError(
+                f"init_adapter {folder}: no {needed.name} there; name a LoRA adapter folder (as train.lora writes)"
+            )
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PresetError(f"init_adapter {folder}: {CONFIG_FILE} is not valid JSON ({e})") from None
+    meta_file = folder / ADAPTER_META
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    if meta.get("base") and meta["base"] != spec_key:
+        raise PresetError(
+            f"init_adapter {folder} was trained on base {meta['base']!r}, this preset's is {spec_key!r}"
+        )
+    wanted = {"r": model_args.lora_r, "lora_alpha": model_args.lora_alpha}
+    if model_args.target_modules:
+        wanted["target_modules"] = sorted(model_args.target_modules)
+    for key, value in wanted.items():
+        have = sorted(config.get(key) or []) if key == "target_modules" else config.get(key)
+        if have != value:
+            raise PresetError(
+                f"init_adapter {folder} has {key} {have!r}, the preset {value!r}: set the preset's "
+                f"{'lora_' + key if key == 'r' else key} to the adapter's"
+            )
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return {
+        "path": str(folder),
+        "sha256": digest,
+        "train_files": meta.get("train_files"),
+        "train_sources": meta.get("train_sources"),
+    }
+
+
+def load_init_adapter(model, folder: Path) -> int:
+    """Copy the adapter's LoRA weights into the fresh PEFT model; every LoRA tensor must be set. Returns the count."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    lora_params = {n for n, _ in model.named_parameters() if "lora_" in n}
+    result = set_peft_model_state_dict(model, state)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
+    if unexpected or missing or len(state) != len(lora_params):
+        raise PresetError(
+            f"init_adapter {folder} does not fit this model: {len(state)} tensors for {len(lora_params)} LoRA "
+            f"weights (unexpected {unexpected[:3]}, missing {missing[:3]})"
+        )
+    return len(state)
+
+
 def prepare_model(spec: BaseSpec, model_args: ModelArguments, device: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -211,6 +278,9 @@ def prepare_model(spec: BaseSpec, model_args: ModelArguments, device: str):
         raise PresetError(
             f"target_modules {targets} do not match this model ({model.config.model_type}): {e}"
         ) from e
+    if model_args.init_adapter:
+        count = load_init_adapter(model, Path(model_args.init_adapter))
+        print(f"started from the {count} LoRA tensors of {model_args.init_adapter}", file=sys.stderr)
     model.train()
     return model, base.tokenizer, targets
 
@@ -232,7 +302,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training, resume: 
         data_args.total_batch_size, training.per_device_train_batch_size, world_size
     )
     out = Path(training.output_dir)
-    check_paths(out, data_args)
+    check_paths(out, data_args, model_args.init_adapter)
     records = load_data(data_args, training.seed)  # before any model loads, and before the folder is touched
     if training.early_stopping_patience and not records[1]:
         raise PresetError("early_stopping_patience needs validation records: none were held out")
@@ -258,6 +328,7 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         training.use_cpu = True
     spec = resolve_base(model_args)
     base_model = recorded_base(spec.key, spec.source, model_args.models_file)  # checked before training
+    init = check_init_adapter(model_args, spec.key)
     set_seed(training.seed)  # LoRA's initial weights come from the seed too: a run is reproducible
     model, tokenizer, targets = prepare_model(spec, model_args, device)
     if tokenizer.pad_token_id is None:
@@ -366,6 +437,8 @@ def _run(model_args, data_args, training, resume: bool, records, is_main: bool) 
         "target_modules": targets,
         "train_files": data_args.train_files,
     }
+    if init:
+        meta["init_adapter"] = init
     save_adapter(model, adapter_dir, meta, base_model)
     probe = PadToLongest(tokenizer.pad_token_id)([val_set[0] if val_set else train_set[0]])
     if not adapter_changes_output(model, probe):

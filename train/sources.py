@@ -37,7 +37,9 @@ the files, with where to get them instead) and reads local copies as they are pu
   prompt is the i-th user turn with the i-1 turns before it folded in as history, its response the
   i-th answer. Rows the translation left broken are dropped and counted: a turn that is ``null``, a
   turn marked ``|||TRANSLATION_FAILED|||`` (the English left as it was), or a turn not in Vietnamese
-  (English, Portuguese, a translator's refusal: fewer than 5% Vietnamese letters outside code).
+  (English, Portuguese, a translator's refusal: fewer than 5% Vietnamese letters outside code), and a
+  conversation with an answer cut off mid-sentence (the translations stop near 1,000 characters: over
+  900 characters and ending in a letter, digit or comma; about 600 of the 1,030 rows).
   The checkpoint files overlap, so repeated conversations are dropped too.
 - ``tmnam20/ViMedAQA`` (``vimedaqa``; config ``all``: train 39.9k, validation and test 2.2k each):
   Parquet of ``question``, ``answer``, ``context``, ``title``, ``keyword``, ``topic`` (0 body-part,
@@ -93,6 +95,12 @@ UNTRANSLATED = "translation failed (marked |||TRANSLATION_FAILED|||, English lef
 NOT_VIETNAMESE = "not in Vietnamese (under 5% Vietnamese letters outside code)"
 DUPLICATE = "duplicate of an earlier row"
 TOO_LONG = f"prompt over {MAX_PROMPT_CHARS:,} characters"
+CUT_OFF_CHARS = 900
+"""LIMA-vi's translations stop near 1,000 characters: about 600 of its conversations end there mid-word. A
+shorter answer that ends without a full stop is a list, a poem or a one-word answer, and stays."""
+CUT_OFF = (
+    f"answer cut off mid-sentence (over {CUT_OFF_CHARS:,} characters, ending in a letter, digit or comma)"
+)
 
 FAILED_MARK = "|||TRANSLATION_FAILED|||"
 
@@ -294,12 +302,20 @@ def conversation_records(pairs: Sequence[tuple[str, str]], check_language: bool 
     return records
 
 
+def cut_off(text: str) -> bool:
+    """An answer that stops mid-sentence: long, and its last character a letter, a digit, a comma or a dash."""
+    text = text.rstrip()
+    return len(text) >= CUT_OFF_CHARS and (text[-1].isalnum() or text[-1] in ",-–—(")
+
+
 def lima_vi_records(row: Row, response_column: str) -> Converted:
     users, bots = _turns(row.get("prompt")), _turns(row.get(response_column))
     if users is None or bots is None:
         return NOT_TEXT
     if len(users) != len(bots):
         return TURNS
+    if any(isinstance(bot, str) and cut_off(bot) for bot in bots):
+        return CUT_OFF
     return conversation_records(list(zip(users, bots, strict=True)), check_language=True)
 
 

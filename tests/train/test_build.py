@@ -268,6 +268,56 @@ def test_repeat_up_weights_a_source_in_train_only(tmp_path, real_like, jsonl):
     assert "each training record 3 times" in (out / "chat" / "README.md").read_text()
 
 
+def test_exclude_leaves_out_an_earlier_builds_held_out_records(tmp_path, real_like, jsonl):
+    first = tmp_path / "first"
+    build(
+        BuildArgs(
+            out_dir=str(first),
+            chat=f"lima-vi={real_like['lima-vi']},ours=none",
+            tokenizer="whitespace",
+            val_fraction=0.3,
+        )
+    )
+    held_out = jsonl.read(first / "chat" / "validation.jsonl")
+    assert held_out
+    second = tmp_path / "second"
+    spec = f"lima-vi={real_like['lima-vi']},alpaca-vi:5={real_like['alpaca-vi']},ours=none"
+
+    report = build(
+        BuildArgs(
+            out_dir=str(second),
+            chat=spec,
+            tokenizer="whitespace",
+            val_fraction=0,
+            exclude=[str(first / "chat" / "validation.jsonl")],
+        )
+    )
+
+    train = jsonl.read(second / "chat" / "train.jsonl")
+    assert not {r["id"] for r in held_out} & {r["id"] for r in train}
+    assert len([r for r in train if r["id"].startswith("lima")]) == 10 - len(held_out)
+    assert [(c.name, c.excluded) for c in report.components] == [("lima-vi", len(held_out)), ("alpaca-vi", 0)]
+    assert (
+        f"LIMA-vi: {len(held_out)} record(s) left out, found in --exclude (validation.jsonl)"
+        in (second / "chat" / "README.md").read_text()
+    )
+
+
+def test_exclude_file_that_is_malformed_stops_the_build(tmp_path, real_like):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": \n', encoding="utf-8")
+    with pytest.raises(DataError, match="--exclude .*bad.jsonl: 1 malformed"):
+        build(
+            BuildArgs(
+                out_dir=str(tmp_path / "m"),
+                chat=f"lima-vi={real_like['lima-vi']},ours=none",
+                tokenizer="whitespace",
+                exclude=[str(bad)],
+            )
+        )
+    assert not (tmp_path / "m" / "chat" / "train.jsonl").exists()
+
+
 def test_ours_defaults_to_the_projects_data_and_none_leaves_it_out(tmp_path, real_like):
     args = BuildArgs(
         out_dir=str(tmp_path / "m"), chat=f"lima-vi={real_like['lima-vi']}", tokenizer="whitespace"

@@ -393,6 +393,36 @@ def test_lima_vi_folds_multi_turn_conversations_and_drops_what_translation_broke
         assert line in out, out
 
 
+def test_lima_vi_drops_answers_the_translation_cut_off_and_keeps_short_unpunctuated_ones(tmp_path):
+    sentence = "Mùa thu ở Hà Nội có gió heo may, lá vàng rơi trên những con phố cổ yên bình. "
+    long_whole = sentence * 13  # ~1,000 characters ending in a full stop
+    cut = long_whole + "Những buổi chiều người ta thường ngồi bên hồ và ng"  # stops mid-word, as ~600 rows do
+    rows = [
+        {"prompt": ["Tả mùa thu Hà Nội."], "response": [long_whole]},
+        {"prompt": ["Tả mùa thu Hà Nội thật dài."], "response": [cut]},
+        {
+            "prompt": ["Kể tên ba loại quả."],
+            "response": ["- Cam\n- Bưởi\n- Xoài"],
+        },  # short, no full stop: kept
+        {  # a cut answer in any turn drops the conversation
+            "prompt": ["Viết về Huế.", "Viết tiếp đi."],
+            "response": ["Huế là cố đô của Việt Nam, nằm bên sông Hương thơ mộng.", cut],
+        },
+    ]
+    folder = tmp_path / "lima-vi"
+    folder.mkdir()
+    (folder / "Vietnamese_Translation_Azure_GPT_4_0_1030_checkpoint_33.json").write_text(
+        json.dumps(rows, ensure_ascii=False), encoding="utf-8"
+    )
+
+    code, out, err = collect_cli(tmp_path, "lima-vi", folder)
+
+    assert code == 0, err
+    records = read_jsonl_strict(tmp_path / "out.jsonl")
+    assert [r["response"] for r in records] == [long_whole.strip(), "- Cam\n- Bưởi\n- Xoài"]
+    assert "dropped 2: answer cut off mid-sentence (over 900 characters" in out, out
+
+
 def test_vimedaqa_parquet_keeps_title_keyword_and_topic(tmp_path):
     rows = [  # validation-00000-of-00001.parquet columns
         {

@@ -170,7 +170,9 @@ def test_resume_after_a_kill_gives_the_same_adapter(
     run_dir = tmp_path / "b" / "run"
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == checkpoints
     assert not (run_dir / "adapter").exists()
-    assert run_cli(main, ["--config", str(killed)]) == 2  # refuses to start over an unfinished run without --resume
+    assert (
+        run_cli(main, ["--config", str(killed)]) == 2
+    )  # refuses to start over an unfinished run without --resume
     train(killed, "--resume")
     a = load_file(tmp_path / "a" / "run" / "adapter" / "adapter_model.safetensors")
     b = load_file(run_dir / "adapter" / "adapter_model.safetensors")
@@ -426,7 +428,10 @@ def test_nan_weights_stop_the_run_before_they_are_checkpointed(tmp_path, tiny_mo
     run_dir = tmp_path / "run"
     assert "NaN or infinite at step 4" in err and f"last good checkpoint is {run_dir / 'checkpoint-2'}" in err
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2"]
-    assert all(torch.isfinite(t).all() for t in load_file(run_dir / "checkpoint-2" / "adapter_model.safetensors").values())
+    assert all(
+        torch.isfinite(t).all()
+        for t in load_file(run_dir / "checkpoint-2" / "adapter_model.safetensors").values()
+    )
     assert not (run_dir / "adapter").exists()
 
 
@@ -448,7 +453,10 @@ def test_second_training_on_the_same_output_dir_stops(tmp_path, tiny_models):
     from vichat.files import OutputBusyError, OutputLock
 
     path = preset(tmp_path, tiny_models["bloom"], max_steps=2)
-    with OutputLock(tmp_path / "run", "train.lora (the first run)"), pytest.raises(OutputBusyError, match="in use"):
+    with (
+        OutputLock(tmp_path / "run", "train.lora (the first run)"),
+        pytest.raises(OutputBusyError, match="in use"),
+    ):
         train(path)
     assert not any((tmp_path / "run").glob("checkpoint-*"))
 
@@ -510,3 +518,52 @@ def test_checkpoint_guard_marks_whole_checkpoints_and_drops_poisoned_ones(tmp_pa
     with pytest.raises(TrainingDiverged, match="NaN or infinite at step 4"):
         CheckpointGuard().on_save(args, state, TrainerControl(), model=model)
     assert not folder.exists()
+
+
+def test_init_adapter_starts_from_its_weights_and_records_it(tmp_path, tiny_models):
+    first = tmp_path / "first"
+    first.mkdir()
+    train(preset(first, tiny_models["gemma"], max_steps=2))
+    start = tmp_path / "start"
+    shutil.copytree(first / "run" / "adapter", start)
+    trained = load_file(start / "adapter_model.safetensors")
+    assert any(float(w.abs().max()) > 0 for k, w in trained.items() if "lora_B" in k)
+
+    # a learning rate of 1e-12 moves no weight by more than 1e-11: the continued adapter is the starting one,
+    # tensor for tensor (a fresh start has lora_B = 0 and other lora_A draws)
+    second = tmp_path / "second"
+    second.mkdir()
+    train(preset(second, tiny_models["gemma"], max_steps=1, learning_rate=1e-12, init_adapter=str(start)))
+    continued = load_file(second / "run" / "adapter" / "adapter_model.safetensors")
+    assert continued.keys() == trained.keys()
+    assert all(torch.allclose(continued[k], trained[k], rtol=0, atol=1e-9) for k in trained)
+    meta = json.loads((second / "run" / "adapter" / "vichat.json").read_text())
+    assert meta["init_adapter"]["path"] == str(start) and len(meta["init_adapter"]["sha256"]) == 64
+    assert meta["init_adapter"]["train_files"] == [str(first / "data.jsonl")]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [({"lora_r": 4}, "has r 8, the preset 4"), ({"lora_alpha": 32}, "has lora_alpha 16, the preset 32")],
+)
+def test_init_adapter_of_another_shape_is_refused_before_the_model_loads(
+    tmp_path, tiny_models, override, message
+):
+    first = tmp_path / "first"
+    first.mkdir()
+    train(preset(first, tiny_models["bloom"], max_steps=1))
+    second = tmp_path / "second"
+    second.mkdir()
+    path = preset(second, tiny_models["bloom"], init_adapter=str(first / "run" / "adapter"), **override)
+    with pytest.raises(PresetError, match=message):
+        train(path)
+    assert not (second / "run" / "adapter").exists()
+
+
+def test_init_adapter_inside_the_output_dir_or_missing_is_refused(tmp_path, tiny_models):
+    inside = preset(tmp_path, tiny_models["bloom"], init_adapter=str(tmp_path / "run" / "adapter"))
+    with pytest.raises(PresetError, match="inside output_dir"):
+        train(inside)
+    missing = preset(tmp_path, tiny_models["bloom"], init_adapter=str(tmp_path / "nowhere"))
+    with pytest.raises(PresetError, match="no adapter_config.json there"):
+        train(missing)
