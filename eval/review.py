@@ -15,7 +15,9 @@ shuffle, so an id says nothing. Reviewers get ``README.md`` (what to return) and
 ``items.jsonl``; with ``--parts K``, ``items_<k>.*`` per reviewer). Which item is which question and which
 side is where lives only in ``key.json``, which the reviewers must not see. The two orders of a question go
 to the same part, so each reviewer's own position bias shows in the flip rate and a missing part drops whole
-questions rather than halves of them.
+questions rather than halves of them; with ``--cross`` they go to two reviewers instead (reviewer k gets the
+first order of part k and the swapped order of part k-1), for reviewers who would recognise a pair seen
+before and score the second as the mirror of the first: the flip rate then compares two reviewers' readings.
 
 ``safety`` packs one variant's answers alone (question and answer per item, ``s-0001``...) with the safety
 rubric. ``--limit N`` draws N of the answered questions at random (seeded): the built-in sets are grouped by
@@ -151,16 +153,26 @@ def pair_items(
     limit: int | None = None,
     seed: int = 0,
     parts: int = 1,
+    cross: bool = False,
 ) -> tuple[list[Item], list[str]]:
-    """Two items per question (both orders) and the ids of questions a side did not answer."""
+    """Two items per question (both orders) and the ids of questions a side did not answer.
+
+    ``cross`` (with ``parts`` >= 2) deals a question's two orders to two different reviewers: reviewer k gets
+    the first order of part k and the swapped order of part k-1, so that nobody sees a pair twice and the
+    share of verdicts that follow the position measures the reviewers' position bias, not their memory.
+    """
+    if cross and parts < 2:
+        raise ReviewError("--cross deals the two orders to different reviewers: it needs --parts 2 or more")
     first, second = names
     answered = set(answers[0]) & set(answers[1])
     lacking = [q.id for q in eval_set.questions if q.id not in answered]
     rng = random.Random(seed)
     questions = pick_questions(eval_set, answered, limit, rng)
     built: list[list[tuple]] = []
+    orders: list[dict[str, list[tuple]]] = []
     for part in split_parts(questions, parts, rng):
         entries = []
+        by_order: dict[str, list[tuple]] = {FORWARD: [], SWAPPED: []}
         for q in part:
             a, b = answers[0][q.id], answers[1][q.id]
             for order in (FORWARD, SWAPPED):
@@ -176,7 +188,14 @@ def pair_items(
                     "sha": _sha(text),
                 }
                 entries.append(({"prompt": text}, key))
+                by_order[order].append(entries[-1])
         built.append(spread(entries, lambda e: e[1]["question_id"], rng))
+        orders.append(by_order)
+    if cross:
+        built = [
+            spread(orders[k][FORWARD] + orders[k - 1][SWAPPED], lambda e: e[1]["question_id"], rng)
+            for k in range(parts)
+        ]
     return _number_items(built, "r"), lacking
 
 
@@ -255,8 +274,14 @@ def _parts_note(parts: int, count: int) -> str:
     )
 
 
-def pair_readme(prompt: JudgePrompt, count: int, parts: int, example_id: str) -> str:
+def pair_readme(prompt: JudgePrompt, count: int, parts: int, example_id: str, cross: bool = False) -> str:
     example = json.dumps({"id": example_id, "verdict": "7 5\nAssistant 1 ... while Assistant 2 ..."})
+    again = (
+        "Each question appears once in your part."
+        if cross
+        else "Some items show the same two answers again, each in the other place: judge every item on its own, "
+        "as if you had not seen the other."
+    )
     return "\n".join(
         [
             "# Blind review: which answer is better",
@@ -266,8 +291,7 @@ def pair_readme(prompt: JudgePrompt, count: int, parts: int, example_id: str) ->
             "Each item is a question and two answers to it, called Assistant 1 and Assistant 2, shown "
             "exactly as a judge model is shown them. You take the judge's place: read the question and both "
             "answers, then answer the request at the end of the item. Nothing tells you who wrote an answer; "
-            "do not try to guess. Some items show the same two answers again, each in the other place: "
-            "judge every item on its own, as if you had not seen the other.",
+            f"do not try to guess. {again}",
             "",
             "The judge's instructions (its system prompt) are:",
             "",
@@ -405,7 +429,14 @@ def pack_pair(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs(_pack_outputs(out, args.parts), [p for p in inputs if p], "--out")
     answers = (load_answers(args.out_dir, eval_set, first), load_answers(args.out_dir, eval_set, second))
     items, lacking = pair_items(
-        eval_set, answers, (first, second), prompt, limit=args.limit, seed=args.seed, parts=args.parts
+        eval_set,
+        answers,
+        (first, second),
+        prompt,
+        limit=args.limit,
+        seed=args.seed,
+        parts=args.parts,
+        cross=args.cross,
     )
     key = {
         "kind": PAIR,
@@ -417,11 +448,12 @@ def pack_pair(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "limit": args.limit,
         "parts": args.parts,
+        "cross": args.cross,
         "lacking": lacking,
         "questions": _in_set_order(eval_set, items),
         "items": {item.id: item.key for item in items},
     }
-    readme = pair_readme(prompt, len(items), args.parts, items[0].id)
+    readme = pair_readme(prompt, len(items), args.parts, items[0].id, cross=args.cross)
     with OutputLock(out, "eval.review pack"):
         write_pack(out, items, key, readme, "Review items", prompt.system)
     questions = len(items) // 2
@@ -969,6 +1001,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second", required=True, help="the second side (e.g. the tuned variant)")
     _common(p, "review N questions drawn at random (seeded) from those both sides answered")
     p.add_argument("--prompt", default=None, help="judge prompt file (default assets/judge/pair.json)")
+    p.add_argument(
+        "--cross",
+        action="store_true",
+        help="with --parts K >= 2: a question's two orders go to two different reviewers (none sees a pair twice)",
+    )
     p.add_argument("--out", default=None, help="pack folder (default runs/review/<set>-<first>-vs-<second>)")
     s = sub.add_parser("safety", help="one variant's answers for a safety review")
     s.add_argument("--variant", required=True)

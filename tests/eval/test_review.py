@@ -132,6 +132,32 @@ def test_parts_keep_both_orders_of_a_question_together(review_set, answers_dir, 
     assert "review only your part" in (out / "README.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+def test_cross_deals_a_questions_two_orders_to_two_reviewers(review_set, answers_dir, tmp_path, parts):
+    out = tmp_path / "review"
+    assert pack(review_set, answers_dir, out, "--parts", str(parts), "--cross") == 0
+    key = key_of(out)
+    assert key["cross"] is True
+    seen: dict[str, dict[str, int]] = {}
+    for k in range(1, parts + 1):
+        part = [key["items"][i["id"]] for i in read_jsonl(out / f"items_{k}.jsonl")]
+        questions = [entry["question_id"] for entry in part]
+        assert len(questions) == len(set(questions))  # nobody sees a pair twice
+        for entry in part:
+            seen.setdefault(entry["question_id"], {})[entry["order"]] = k
+    assert set(seen) == set(QUESTIONS)
+    assert all(len(orders) == 2 and len(set(orders.values())) == 2 for orders in seen.values())
+    assert "Each question appears once in your part." in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_cross_needs_two_parts(review_set, answers_dir, tmp_path, capsys):
+    assert pack(review_set, answers_dir, tmp_path / "review", "--cross") == 2
+    assert (
+        "--cross deals the two orders to different reviewers: it needs --parts 2" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "review" / "key.json").exists()
+
+
 def test_limit_draws_questions_and_lacking_answers_are_left_out(
     review_set, answers_dir, tmp_path, write_answers
 ):
