@@ -552,6 +552,22 @@ def base_lines(facts: dict) -> list[str]:
     return lines
 
 
+def continued_lines(meta: dict) -> list[str]:
+    """What a continued run (``init_adapter``) started from: the card's data table covers this run's data only."""
+    init = meta.get("init_adapter")
+    if not isinstance(init, dict):
+        return []
+    where = f"`{init.get('path', '?')}`" + (f" as of commit {init['commit']}" if init.get("commit") else "")
+    seen = ", ".join(f"`{f}`" for f in init.get("train_files") or []) or "data not on record"
+    note = f" ({init['note']})" if init.get("note") else ""
+    return [
+        "",
+        f"This run continued from the LoRA weights of {where}{note}, trained on {seen}; weights sha256 "
+        f"`{str(init.get('sha256', '?'))[:16]}...`. The adapter has seen both runs' data; the table above is this "
+        "run's.",
+    ]
+
+
 def known_issues(meta: dict) -> list[str]:
     """``vichat.json``'s ``known_issues``: what a user must know about this adapter (strings only)."""
     notes = meta.get("known_issues") or []
@@ -594,6 +610,7 @@ def render_card(adapter_dir: Path, run_dir: Path | None = None, models_file: str
         "## Training data",
         "",
         *data_rows,
+        *continued_lines(facts["meta"]),
         "",
         "## Licence",
         "",

@@ -239,6 +239,24 @@ def test_non_commercial_data_makes_the_licence_say_so(tmp_path):
     assert "none stated" in body  # ViMedAQA's licence, as published
 
 
+def test_a_continued_adapter_says_what_it_started_from(tmp_path):
+    adapter = _adapter_trained_on(tmp_path, ["alpaca-vi", "ours"])
+    meta = json.loads((adapter / "vichat.json").read_text(encoding="utf-8"))
+    meta["init_adapter"] = {
+        "path": "assets/adapters/x",
+        "sha256": "ab" * 32,
+        "train_files": ["first/train.jsonl"],
+        "commit": "1234abc",
+    }
+    (adapter / "vichat.json").write_text(json.dumps(meta), encoding="utf-8")
+    body = render_card(adapter)
+    assert "continued from the LoRA weights of `assets/adapters/x` as of commit 1234abc" in body
+    assert "trained on `first/train.jsonl`" in body and "abababababababab..." in body
+    del meta["init_adapter"]
+    (adapter / "vichat.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert "continued from" not in render_card(adapter)
+
+
 def test_paper_sources_list_their_hub_datasets(tmp_path):
     adapter = _adapter_trained_on(tmp_path, ["alpaca", "gpt4all", "chatdoctor"], base="bloomz-7b1-mt")
     meta, _ = front_matter(render_card(adapter))
