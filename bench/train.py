@@ -18,7 +18,8 @@ validation set, scored by the same code (train.trainer.ViChatTrainer.evaluate) o
 
 MFU (model FLOPs utilisation) = the model FLOPs a row's training needed / its train_runtime, over the FLOP/s of
 a bf16 torch.matmul (2048^3, the best of 5 before and 5 after the runs) measured in the same run, in this
-process, on the same threads as the runs. Model FLOPs are counted per example from the model's config
+process, on the same threads as the runs; on a CPU without native bf16 (every row then trains in float32, and
+bf16 is emulated at a few hundred MFLOP/s), over a float32 matmul's instead. Model FLOPs are counted per example from the model's config
 (``forward_flops``, ``train_flops``): matmuls only, 2 per multiply-add. The frozen projections and the frozen
 tied head need a forward and the gradient of their input, 2x forward (not the 3x of a full fine-tune: frozen
 weights get no gradient); the LoRA matrices and attention (QK^T, PV over the causal pairs) also need their
@@ -298,14 +299,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = {kind: run(kind, tmp / "train.jsonl", tmp / "val.jsonl", tmp / kind) for kind in kinds}
     # measured again after the runs: a peak taken while something else held the cores would inflate every MFU
     bf16_peak, fp32_peak = (max(before[d], matmul_flops(d)) for d in (torch.bfloat16, torch.float32))
+    # MFU is against the peak of the precision the rows train in: bf16 where the CPU has it natively; without it
+    # every row trains in float32, and a bf16 matmul is emulated at a small fraction of float32's speed
+    bf16_native = native_bf16()
+    peak = bf16_peak if bf16_native else fp32_peak
     print(
         f"peak: bf16 torch.matmul {PEAK_N}^3 {bf16_peak / 1e9:.1f} GFLOP/s (float32 {fp32_peak / 1e9:.1f} "
         f"GFLOP/s), best of 5 before and 5 after the runs, {torch.get_num_threads()} threads; MFU below is "
-        "against the bf16 figure",
+        + ("against the bf16 figure" if bf16_native else "against the float32 figure (no native bf16 here)"),
         flush=True,
     )
 
-    precision = "bf16" if native_bf16() else "fp32 (no native bf16)"
+    precision = "bf16" if bf16_native else "fp32 (no native bf16)"
     shapes = {
         every: data_shape(tokenizer, train_records, data_args.max_length, every) for every in (False, True)
     }
@@ -316,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lengths, labelled = shapes[kind.startswith("baseline")]
         m["flops"] = train_flops(config, lengths, labelled, model_args.lora_r, targets)
         m["rate"] = m["train_tokens_seen"] / m["train_runtime"]
-        m["mfu"] = m["flops"] / m["train_runtime"] / bf16_peak
+        m["mfu"] = m["flops"] / m["train_runtime"] / peak
     per_token = {k: m["flops"] / m["train_tokens_seen"] for k, m in results.items()}
     print(
         "model FLOPs (matmuls, 2 per multiply-add): 2 x forward for the frozen projections and the tied head "
