@@ -27,7 +27,12 @@ CASES = {  # source: (path under DATA, rows read, records written, dropped by re
         "lima-vi",
         1_030,
         226,
-        {"answer cut off mid-sentence": 599, "not in Vietnamese": 112, "translation failed": 80, "not text (null": 13},
+        {
+            "answer cut off mid-sentence": 599,
+            "not in Vietnamese": 112,
+            "translation failed": 80,
+            "not text (null": 13,
+        },
     ),
     "vimedaqa": ("vimedaqa/validation-00000-of-00001.parquet", 2_215, 2_215, {}),
     "genmedgpt": ("chatdoctor/chatdoctor5k.json", 5_452, 5_452, {}),
