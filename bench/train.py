@@ -19,8 +19,8 @@ validation set, scored by the same code (train.trainer.ViChatTrainer.evaluate) o
 MFU (model FLOPs utilisation) = the model FLOPs a row's training needed / its train_runtime, over the FLOP/s of
 a bf16 torch.matmul (2048^3, the best of 5 before and 5 after the runs) measured in the same run, in this
 process, on the same threads as the runs; on a CPU without native bf16 (every row then trains in float32, and
-bf16 is emulated at a few hundred MFLOP/s), over a float32 matmul's instead. Model FLOPs are counted per example from the model's config
-(``forward_flops``, ``train_flops``): matmuls only, 2 per multiply-add. The frozen projections and the frozen
+bf16 is emulated at a few hundred MFLOP/s), over a float32 matmul's instead. Model FLOPs are counted per
+example from the model's config (``forward_flops``, ``train_flops``): matmuls only, 2 per multiply-add. The frozen projections and the frozen
 tied head need a forward and the gradient of their input, 2x forward (not the 3x of a full fine-tune: frozen
 weights get no gradient); the LoRA matrices and attention (QK^T, PV over the causal pairs) also need their
 weight/operand gradients, 3x forward; the head counts only at the positions that carry a label (the response
